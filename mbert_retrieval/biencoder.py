@@ -1,0 +1,320 @@
+"""Single-vector bi-encoder on the encoder core: pooling, normalisation, Matryoshka dims, prompts.
+
+Reads and writes sentence-transformers model directories (modules.json + Transformer + Pooling
+[+ Dense] [+ Normalize]), so `SentenceTransformer(path)` loads what we save and we load what it saves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .chunking import ChunkingConfig, max_pool_chunk_scores, split_into_chunks
+from .encoder import EncodedBatch, Encoder, EncoderConfig
+from .pooling import POOLING_MODES, normalize, pool, truncate_dim
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BiEncoderConfig", "BiEncoder"]
+
+EXTRA_CONFIG = "mbert_retrieval.json"
+_ST_POOLING_KEYS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens",
+                    "max": "pooling_mode_max_tokens", "lasttoken": "pooling_mode_lasttoken"}
+_ACTIVATIONS = {"torch.nn.modules.linear.Identity": nn.Identity, "torch.nn.modules.activation.Tanh": nn.Tanh,
+                "torch.nn.modules.activation.ReLU": nn.ReLU, "torch.nn.modules.activation.GELU": nn.GELU}
+
+
+@dataclass
+class BiEncoderConfig:
+    """Everything that defines how texts become one vector each."""
+
+    pooling: str = "mean"
+    normalize: bool = True
+    truncate_dim: int | None = None  # Matryoshka: keep the first N dimensions
+    query_prompt: str = ""
+    document_prompt: str = ""
+    include_prompt: bool = True  # False: prompt tokens are left out of mean/max pooling
+    chunking: ChunkingConfig | None = None  # long documents: overlapping windows, max of chunk scores
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLING_MODES:
+            raise ValueError(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}")
+
+
+class BiEncoder(nn.Module):
+    """Texts -> one float32 vector each (L2-normalised unless configured otherwise)."""
+
+    kind = "dense"
+
+    def __init__(self, encoder: Encoder, config: BiEncoderConfig | None = None,
+                 dense_layers: Sequence[nn.Module] = (), revision: str | None = None):
+        super().__init__()
+        self.encoder = encoder
+        self.config = config or BiEncoderConfig()
+        self.dense = nn.Sequential(*dense_layers)
+        self.model_id = encoder.model_id
+        self.revision = revision
+
+    # ------------------------------------------------------------------ loading / saving
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, config: BiEncoderConfig | None = None,
+                        **encoder_overrides) -> "BiEncoder":
+        """Load a sentence-transformers directory or hub id, or wrap a plain transformers encoder
+        (mean pooling, normalised) when no sentence-transformers files are present."""
+        config = config or BiEncoderConfig()
+        root = _resolve_dir(str(name_or_path), config.encoder, "modules.json")
+        enc_cfg = replace(config.encoder, **encoder_overrides)
+        dense_layers: list[nn.Module] = []
+        if root is not None and (root / "modules.json").is_file():
+            config, enc_cfg, transformer_dir, dense_dirs = _read_st_dir(root, config, enc_cfg)
+            encoder = Encoder.from_pretrained(str(transformer_dir), enc_cfg)
+            dense_layers = [_load_st_dense(d) for d in dense_dirs]
+        else:
+            encoder = Encoder.from_pretrained(str(name_or_path), enc_cfg)
+        encoder.model_id = str(name_or_path)
+        model = cls(encoder, replace(config, encoder=encoder.config), dense_layers, revision=enc_cfg.revision)
+        model.dense.to(encoder.device)
+        return model
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Write a sentence-transformers directory (safetensors weights, no pickle)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.encoder.save_pretrained(str(path))
+        modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
+        pooling = {"word_embedding_dimension": self.encoder.hidden_size, "pooling_mode_mean_sqrt_len_tokens": False,
+                   "pooling_mode_weightedmean_tokens": False, "include_prompt": self.config.include_prompt}
+        pooling.update({key: mode == self.config.pooling for mode, key in _ST_POOLING_KEYS.items()})
+        _write_json(path / "1_Pooling" / "config.json", pooling)
+        modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"})
+        for layer in self.dense:
+            idx = len(modules)
+            _save_st_dense(layer, path / f"{idx}_Dense")
+            modules.append({"idx": idx, "name": str(idx), "path": f"{idx}_Dense",
+                            "type": "sentence_transformers.models.Dense"})
+        if self.config.normalize:
+            idx = len(modules)
+            modules.append({"idx": idx, "name": str(idx), "path": f"{idx}_Normalize",
+                            "type": "sentence_transformers.models.Normalize"})
+        _write_json(path / "modules.json", modules)
+        _write_json(path / "sentence_bert_config.json",
+                    {"max_seq_length": self.encoder.config.max_length, "do_lower_case": False})
+        import sentence_transformers
+        import transformers
+
+        _write_json(path / "config_sentence_transformers.json", {
+            "__version__": {"sentence_transformers": sentence_transformers.__version__,
+                            "transformers": transformers.__version__, "pytorch": torch.__version__},
+            "model_type": "SentenceTransformer",
+            "prompts": {"query": self.config.query_prompt, "document": self.config.document_prompt},
+            "default_prompt_name": None, "similarity_fn_name": "cosine"})
+        _write_json(path / EXTRA_CONFIG, {"kind": "dense", "truncate_dim": self.config.truncate_dim,
+                                          "source_model_id": self.model_id})
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def dim(self) -> int:
+        full = self.dense[-1].out_features if len(self.dense) else self.encoder.hidden_size
+        return min(self.config.truncate_dim or full, full)
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.device
+
+    # ------------------------------------------------------------------ encoding
+    def embed_batch(self, batch: EncodedBatch, prompt_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Token states -> vectors (pool, dense layers, normalise, truncate). Differentiable."""
+        skip = None if self.config.include_prompt else prompt_lengths
+        x = self.dense(pool(batch, self.config.pooling, skip_first=skip))
+        if self.config.normalize:
+            x = normalize(x)
+        return truncate_dim(x, self.config.truncate_dim, renormalize=self.config.normalize)
+
+    def forward(self, texts: Sequence[str], is_query: bool = False) -> torch.Tensor:
+        """Vectors with gradients, for training (one batch, no chunking)."""
+        ids, prompt_len = self._tokenize(texts, is_query)
+        return self.embed_batch(self.encoder.forward_ids(ids), prompt_len)
+
+    def encode(self, texts: Sequence[str], is_query: bool = False, show_progress: bool = False) -> np.ndarray:
+        """float32 array (n, dim), rows in input order."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        ids, prompt_len = self._tokenize(texts, is_query)
+        owners = None
+        chunking = None if is_query else self.config.chunking
+        if chunking is not None:
+            ids, owners = split_into_chunks(ids, chunking.max_tokens, chunking.overlap, keep_prefix=1, keep_suffix=1)
+            prompt_len = None if prompt_len is None else prompt_len[torch.as_tensor(owners)]
+
+        def fn(batch: EncodedBatch, idx: Sequence[int]) -> torch.Tensor:
+            lens = None if prompt_len is None else prompt_len[list(idx)]
+            return self.embed_batch(batch, lens).float().cpu()
+
+        rows = self._map(ids, fn, show_progress, "encode queries" if is_query else "encode documents")
+        out = torch.stack(rows).numpy().astype(np.float32, copy=False)
+        if owners is None:
+            return out
+        # one vector per document: the chunk vectors are kept as separate rows by `encode_chunks`;
+        # here (single-vector API) a document is represented by the mean of its chunk vectors.
+        return _merge_chunk_vectors(out, owners, len(texts), self.config.normalize)
+
+    def encode_queries(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        return self.encode(texts, is_query=True, show_progress=show_progress)
+
+    def encode_documents(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        return self.encode(texts, is_query=False, show_progress=show_progress)
+
+    def encode_chunks(self, texts: Sequence[str], show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Long documents as overlapping chunks: (chunk vectors, owning document index per chunk)."""
+        chunking = self.config.chunking or ChunkingConfig()
+        ids, _ = self._tokenize(texts, False)
+        ids, owners = split_into_chunks(ids, chunking.max_tokens, chunking.overlap, keep_prefix=1, keep_suffix=1)
+        rows = self._map(ids, lambda b, idx: self.embed_batch(b).float().cpu(), show_progress, "encode chunks")
+        return torch.stack(rows).numpy(), np.asarray(owners, dtype=np.int64)
+
+    def score(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
+        """(n_queries, n_documents) similarity; with chunking, a document scores as its best chunk."""
+        q = self.encode_queries(queries)
+        if self.config.chunking is None:
+            return q @ self.encode_documents(documents).T
+        chunks, owners = self.encode_chunks(documents)
+        return max_pool_chunk_scores(q @ chunks.T, owners, len(documents))
+
+    # ------------------------------------------------------------------ helpers
+    def _tokenize(self, texts: Sequence[str], is_query: bool) -> tuple[list[list[int]], torch.Tensor | None]:
+        prompt = self.config.query_prompt if is_query else self.config.document_prompt
+        ids = self.encoder.tokenize(texts, prompt=prompt)
+        if not prompt or self.config.include_prompt:
+            return ids, None
+        # prompt tokens (after the leading special token) are excluded from pooling, as in sentence-transformers
+        n = len(self.encoder.tokenize([prompt])[0]) - 1
+        return ids, torch.full((len(ids),), n, dtype=torch.long)
+
+    def _map(self, ids, fn, show_progress: bool, desc: str) -> list[torch.Tensor]:
+        results: list = [None] * len(ids)
+        for indices, batch in self.encoder.iter_batches(ids, show_progress=show_progress, desc=desc):
+            for i, row in zip(indices, fn(batch, indices)):
+                results[i] = row
+        return results
+
+
+def _merge_chunk_vectors(vectors: np.ndarray, owners: Sequence[int], n: int, renorm: bool) -> np.ndarray:
+    out = np.zeros((n, vectors.shape[1]), dtype=np.float32)
+    np.add.at(out, np.asarray(owners), vectors)
+    if renorm:
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return out
+
+
+def _resolve_dir(name_or_path: str, cfg: EncoderConfig, probe: str) -> Path | None:
+    """Local directory for a path, or the hub snapshot holding `probe` (None if it has none)."""
+    if os.path.isdir(name_or_path):
+        return Path(name_or_path)
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(name_or_path, probe, revision=cfg.revision,
+                                    local_files_only=cfg.local_files_only)).parent
+    except Exception:  # no such file in the repo, or offline: treat as a plain transformers model
+        return None
+
+
+def _read_st_dir(root: Path, config: BiEncoderConfig, enc_cfg: EncoderConfig):
+    """Parse modules.json and friends into our config; return the transformer and dense dirs."""
+    modules = json.loads((root / "modules.json").read_text())
+    transformer_dir, dense_dirs, has_normalize, pooling_cfg = root, [], False, None
+    for m in modules:
+        kind = m.get("type", "").rsplit(".", 1)[-1]
+        sub = root / m.get("path", "")
+        if kind == "Transformer":
+            transformer_dir = sub
+        elif kind == "Pooling":
+            pooling_cfg = json.loads((sub / "config.json").read_text())
+        elif kind == "Dense":
+            dense_dirs.append(sub)
+        elif kind == "Normalize":
+            has_normalize = True
+        else:
+            raise ValueError(f"{root / 'modules.json'}: module type {m.get('type')!r} is not supported")
+    updates: dict = {"normalize": has_normalize}
+    if pooling_cfg is not None:
+        modes = [mode for mode, key in _ST_POOLING_KEYS.items() if pooling_cfg.get(key)]
+        if len(modes) != 1 or pooling_cfg.get("pooling_mode_mean_sqrt_len_tokens") or \
+                pooling_cfg.get("pooling_mode_weightedmean_tokens"):
+            raise ValueError(f"{root}/1_Pooling/config.json: only one of cls/mean/max/lasttoken pooling is supported")
+        updates["pooling"] = modes[0]
+        updates["include_prompt"] = bool(pooling_cfg.get("include_prompt", True))
+    for name in ("sentence_bert_config.json",):
+        f = transformer_dir / name if (transformer_dir / name).is_file() else root / name
+        if f.is_file():
+            max_len = json.loads(f.read_text()).get("max_seq_length")
+            if max_len and enc_cfg.max_length == EncoderConfig.max_length:
+                enc_cfg = replace(enc_cfg, max_length=int(max_len))
+    st_cfg = root / "config_sentence_transformers.json"
+    if st_cfg.is_file():
+        prompts = json.loads(st_cfg.read_text()).get("prompts") or {}
+        if not config.query_prompt and prompts.get("query"):
+            updates["query_prompt"] = prompts["query"]
+        if not config.document_prompt:
+            updates["document_prompt"] = prompts.get("document") or prompts.get("passage") or ""
+    extra = root / EXTRA_CONFIG
+    if extra.is_file() and config.truncate_dim is None:
+        updates["truncate_dim"] = json.loads(extra.read_text()).get("truncate_dim")
+    return replace(config, **updates), enc_cfg, transformer_dir, dense_dirs
+
+
+def _load_st_dense(path: Path) -> nn.Module:
+    from safetensors.torch import load_file
+
+    cfg = json.loads((path / "config.json").read_text())
+    linear = nn.Linear(cfg["in_features"], cfg["out_features"], bias=cfg.get("bias", True))
+    if (path / "model.safetensors").is_file():
+        state = load_file(str(path / "model.safetensors"))
+    elif (path / "pytorch_model.bin").is_file():
+        state = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise FileNotFoundError(f"{path}: no model.safetensors or pytorch_model.bin for the Dense layer")
+    linear.load_state_dict({k.removeprefix("linear."): v for k, v in state.items()})
+    act_name = cfg.get("activation_function", "torch.nn.modules.linear.Identity")
+    if act_name not in _ACTIVATIONS:
+        raise ValueError(f"{path}/config.json: activation {act_name!r} is not supported")
+    return _DenseBlock(linear, _ACTIVATIONS[act_name]())
+
+
+class _DenseBlock(nn.Sequential):
+    """A linear layer (+ activation) with `out_features` exposed, saved like sentence-transformers' Dense."""
+
+    def __init__(self, linear: nn.Linear, activation: nn.Module | None = None):
+        super().__init__(linear, activation or nn.Identity())
+
+    @property
+    def out_features(self) -> int:
+        return self[0].out_features
+
+
+def _save_st_dense(layer: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    linear, act = (layer[0], layer[1]) if isinstance(layer, nn.Sequential) else (layer, nn.Identity())
+    act_name = next((k for k, v in _ACTIVATIONS.items() if isinstance(act, v)), "torch.nn.modules.linear.Identity")
+    path.mkdir(parents=True, exist_ok=True)
+    _write_json(path / "config.json", {"in_features": linear.in_features, "out_features": linear.out_features,
+                                        "bias": linear.bias is not None, "activation_function": act_name})
+    save_file({f"linear.{k}": v.detach().contiguous().cpu() for k, v in linear.state_dict().items()},
+              str(path / "model.safetensors"))
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n")

