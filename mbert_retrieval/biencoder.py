@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .chunking import ChunkingConfig, max_pool_chunk_scores, split_into_chunks
+from .chunking import (ChunkingConfig, max_pool_chunk_scores, special_token_layout, split_into_chunks,
+                       tokenize_untruncated)
 from .encoder import EncodedBatch, Encoder, EncoderConfig
 from .pooling import POOLING_MODES, normalize, pool, truncate_dim
 
@@ -71,15 +72,15 @@ class BiEncoder(nn.Module):
         """Load a sentence-transformers directory or hub id, or wrap a plain transformers encoder
         (mean pooling, normalised) when no sentence-transformers files are present."""
         config = config or BiEncoderConfig()
-        root = _resolve_dir(str(name_or_path), config.encoder, "modules.json")
         enc_cfg = replace(config.encoder, **encoder_overrides)
+        root = _resolve_dir(str(name_or_path), enc_cfg)
         dense_layers: list[nn.Module] = []
-        if root is not None and (root / "modules.json").is_file():
+        if (root / "modules.json").is_file():
             config, enc_cfg, transformer_dir, dense_dirs = _read_st_dir(root, config, enc_cfg)
             encoder = Encoder.from_pretrained(str(transformer_dir), enc_cfg)
             dense_layers = [_load_st_dense(d) for d in dense_dirs]
         else:
-            encoder = Encoder.from_pretrained(str(name_or_path), enc_cfg)
+            encoder = Encoder.from_pretrained(str(root), enc_cfg)
         encoder.model_id = str(name_or_path)
         model = cls(encoder, replace(config, encoder=encoder.config), dense_layers, revision=enc_cfg.revision)
         model.dense.to(encoder.device)
@@ -150,12 +151,11 @@ class BiEncoder(nn.Module):
             texts = [texts]
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        ids, prompt_len = self._tokenize(texts, is_query)
-        owners = None
         chunking = None if is_query else self.config.chunking
         if chunking is not None:
-            ids, owners = split_into_chunks(ids, chunking.max_tokens, chunking.overlap, keep_prefix=1, keep_suffix=1)
-            prompt_len = None if prompt_len is None else prompt_len[torch.as_tensor(owners)]
+            ids, owners, prompt_len = self._chunk(texts, chunking)
+        else:
+            (ids, prompt_len), owners = self._tokenize(texts, is_query), None
 
         def fn(batch: EncodedBatch, idx: Sequence[int]) -> torch.Tensor:
             lens = None if prompt_len is None else prompt_len[list(idx)]
@@ -177,9 +177,7 @@ class BiEncoder(nn.Module):
 
     def encode_chunks(self, texts: Sequence[str], show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Long documents as overlapping chunks: (chunk vectors, owning document index per chunk)."""
-        chunking = self.config.chunking or ChunkingConfig()
-        ids, _ = self._tokenize(texts, False)
-        ids, owners = split_into_chunks(ids, chunking.max_tokens, chunking.overlap, keep_prefix=1, keep_suffix=1)
+        ids, owners, _ = self._chunk(texts, self.config.chunking or ChunkingConfig())
         rows = self._map(ids, lambda b, idx: self.embed_batch(b).float().cpu(), show_progress, "encode chunks")
         return torch.stack(rows).numpy(), np.asarray(owners, dtype=np.int64)
 
@@ -201,6 +199,18 @@ class BiEncoder(nn.Module):
         n = len(self.encoder.tokenize([prompt])[0]) - 1
         return ids, torch.full((len(ids),), n, dtype=torch.long)
 
+    def _chunk(self, texts: Sequence[str], chunking: ChunkingConfig):
+        """Untruncated token ids cut into overlapping windows (special tokens repeated on each)."""
+        tok = self.encoder.tokenizer
+        ids = tokenize_untruncated(tok, texts, prompt=self.config.document_prompt)
+        lead, trail = special_token_layout(tok)
+        max_len = min(chunking.max_tokens, self.encoder.config.max_length)
+        chunks, owners = split_into_chunks(ids, max_len, chunking.overlap, keep_prefix=lead, keep_suffix=trail)
+        prompt_len = self._tokenize(texts[:1], False)[1]
+        if prompt_len is not None:
+            prompt_len = prompt_len[:1].expand(len(chunks))
+        return chunks, owners, prompt_len
+
     def _map(self, ids, fn, show_progress: bool, desc: str) -> list[torch.Tensor]:
         results: list = [None] * len(ids)
         for indices, batch in self.encoder.iter_batches(ids, show_progress=show_progress, desc=desc):
@@ -217,17 +227,13 @@ def _merge_chunk_vectors(vectors: np.ndarray, owners: Sequence[int], n: int, ren
     return out
 
 
-def _resolve_dir(name_or_path: str, cfg: EncoderConfig, probe: str) -> Path | None:
-    """Local directory for a path, or the hub snapshot holding `probe` (None if it has none)."""
+def _resolve_dir(name_or_path: str, cfg: EncoderConfig) -> Path:
+    """Local directory for a path or hub id (downloaded when needed)."""
     if os.path.isdir(name_or_path):
         return Path(name_or_path)
-    try:
-        from huggingface_hub import hf_hub_download
+    from .hub import snapshot
 
-        return Path(hf_hub_download(name_or_path, probe, revision=cfg.revision,
-                                    local_files_only=cfg.local_files_only)).parent
-    except Exception:  # no such file in the repo, or offline: treat as a plain transformers model
-        return None
+    return snapshot(name_or_path, cfg.revision, local_files_only=cfg.local_files_only)
 
 
 def _read_st_dir(root: Path, config: BiEncoderConfig, enc_cfg: EncoderConfig):

@@ -38,7 +38,8 @@ def pool(batch: EncodedBatch, mode: str = "mean", skip_first: torch.Tensor | Non
         counts = torch.bincount(seg[keep], minlength=n).clamp(min=1).to(hidden.dtype)
         return summed / counts[:, None]
     out = torch.full((n, hidden.shape[1]), float("-inf"), dtype=hidden.dtype, device=hidden.device)
-    out = out.index_reduce(0, seg[keep], hidden[keep], "amax", include_self=True)
+    index = seg[keep][:, None].expand(-1, hidden.shape[1])
+    out = out.scatter_reduce(0, index, hidden[keep], "amax", include_self=True)
     return torch.where(torch.isinf(out), torch.zeros_like(out), out)
 
 

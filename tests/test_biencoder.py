@@ -6,6 +6,7 @@ import torch
 
 from mbert_retrieval.biencoder import BiEncoder, BiEncoderConfig
 from mbert_retrieval.chunking import ChunkingConfig
+from mbert_retrieval.encoder import EncoderConfig
 
 SENTENCES = ["The cat sits on the mat.", "Quantum computers use qubits.", "Paris is the capital of France.",
              "x " * 80]
@@ -114,3 +115,17 @@ def test_pretrained_minilm_ranks_relevant_passage_first(minilm_path):
     docs = [d for _, d in pairs]
     scores = model.encode_queries(queries) @ model.encode_documents(docs).T
     assert (scores.argmax(axis=1) == np.arange(len(pairs))).all()
+
+
+def test_chunking_reaches_past_max_length(minilm_path):
+    """A relevant passage beyond the model's max length is found only through chunking."""
+    enc = EncoderConfig(max_length=32)
+    plain = BiEncoder.from_pretrained(minilm_path, BiEncoderConfig(encoder=enc))
+    chunked = BiEncoder.from_pretrained(minilm_path, BiEncoderConfig(encoder=enc, chunking=ChunkingConfig(32, 8)))
+    filler = "The weather report mentioned clouds, some wind and a little rain in the afternoon. " * 6
+    long_doc = filler + "Paris is the capital of France."
+    chunks, owners = chunked.encode_chunks([long_doc])
+    n_tokens = len(chunked.encoder.tokenizer(long_doc)["input_ids"])
+    assert len(chunks) >= n_tokens // 32 + 1
+    query = ["What is the capital of France?"]
+    assert chunked.score(query, [long_doc])[0, 0] > plain.score(query, [long_doc])[0, 0] + 0.2
