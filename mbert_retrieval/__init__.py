@@ -7,7 +7,9 @@ __version__ = "0.1.0"
 from .batching import token_budget_batches
 from .biencoder import BiEncoder, BiEncoderConfig
 from .chunking import ChunkingConfig
+from .colbert import ColBERT, ColBERTConfig
 from .encoder import EncodedBatch, Encoder, EncoderConfig
+from .hub import load_model
 from .maxsim import maxsim
 from .pooling import normalize, pool, truncate_dim
 
@@ -16,9 +18,12 @@ __all__ = [
     "BiEncoder",
     "BiEncoderConfig",
     "ChunkingConfig",
+    "ColBERT",
+    "ColBERTConfig",
     "EncodedBatch",
     "Encoder",
     "EncoderConfig",
+    "load_model",
     "maxsim",
     "normalize",
     "pool",

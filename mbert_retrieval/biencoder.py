@@ -204,6 +204,9 @@ class BiEncoder(nn.Module):
         tok = self.encoder.tokenizer
         ids = tokenize_untruncated(tok, texts, prompt=self.config.document_prompt)
         lead, trail = special_token_layout(tok)
+        prompt = self.config.document_prompt
+        if prompt:  # the prompt is repeated on every chunk, like the leading special tokens
+            lead += len(tok(prompt, add_special_tokens=False)["input_ids"])
         max_len = min(chunking.max_tokens, self.encoder.config.max_length)
         chunks, owners = split_into_chunks(ids, max_len, chunking.overlap, keep_prefix=lead, keep_suffix=trail)
         prompt_len = self._tokenize(texts[:1], False)[1]
