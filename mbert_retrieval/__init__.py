@@ -12,6 +12,7 @@ from .encoder import EncodedBatch, Encoder, EncoderConfig
 from .hub import load_model
 from .maxsim import maxsim
 from .pooling import normalize, pool, truncate_dim
+from .retriever import Result, Retriever
 
 __all__ = [
     "__version__",
@@ -27,6 +28,8 @@ __all__ = [
     "maxsim",
     "normalize",
     "pool",
+    "Result",
+    "Retriever",
     "token_budget_batches",
     "truncate_dim",
 ]

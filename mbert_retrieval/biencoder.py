@@ -131,6 +131,13 @@ class BiEncoder(nn.Module):
     def device(self) -> torch.device:
         return self.encoder.device
 
+    @property
+    def cache_key(self) -> dict:
+        """Everything besides the weights that changes the vectors (embedding caches key on it)."""
+        cfg = asdict(self.config)
+        enc = cfg.pop("encoder")
+        return {**cfg, "max_length": enc["max_length"], "dense": len(self.dense)}
+
     # ------------------------------------------------------------------ encoding
     def embed_batch(self, batch: EncodedBatch, prompt_lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Token states -> vectors (pool, dense layers, normalise, truncate). Differentiable."""

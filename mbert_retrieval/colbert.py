@@ -216,6 +216,15 @@ class ColBERT(nn.Module):
 
     # ------------------------------------------------------------------ properties
     @property
+    def cache_key(self) -> dict:
+        """Everything besides the weights that changes the token vectors (embedding caches key on it)."""
+        from dataclasses import asdict
+
+        cfg = asdict(self.config)
+        enc = cfg.pop("encoder")
+        return {**cfg, "max_length": enc["max_length"]}
+
+    @property
     def dim(self) -> int:
         return self.config.dim
 

@@ -1,4 +1,5 @@
 import json
+import logging
 
 import pytest
 
@@ -17,6 +18,7 @@ def _offline(monkeypatch):
 
 def test_default_model_falls_back_offline_and_says_so(monkeypatch, caplog):
     _offline(monkeypatch)
+    caplog.set_level(logging.WARNING, logger="mbert_retrieval.hub")  # the CLI tests quieten this logger
     resolved = hub.resolve_model(None, "dense")
     assert resolved.fallback and resolved.requested == hub.DEFAULT_MODELS["dense"]
     assert (hub.Path(resolved.path) / "modules.json").is_file()

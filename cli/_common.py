@@ -1,0 +1,247 @@
+"""Shared pieces of the `mbret` commands: consoles, error handling and exit codes, option parsing,
+progress bars, JSON output and model loading."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import typer
+from rich.console import Console
+
+# Consoles resolve sys.stdout / sys.stderr when they write, so test runners that swap them still capture.
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_OK, EXIT_RUNTIME, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_CODES_HELP = ("Exit codes: 0 success; 1 runtime failure (corrupt index, model cannot be loaded, "
+                   "training/evaluation error); 2 bad input (malformed corpus/queries file with file and line, "
+                   "bad option, unknown filter, model that does not match the index); 130 interrupted.")
+
+STATE = {"verbose": False}
+
+
+class BadInput(ValueError):
+    """A bad command-line value (filter, key=value parameter, option combination)."""
+
+
+# ---------------------------------------------------------------------------------------------- errors
+def _bad_input_types() -> tuple[type[BaseException], ...]:
+    from mbert_retrieval.data import DataError
+    from mbert_retrieval.index import IndexMismatchError
+
+    types: list[type[BaseException]] = [BadInput, DataError, IndexMismatchError, FileNotFoundError,
+                                        FileExistsError, NotADirectoryError, ValueError]
+    with contextlib.suppress(Exception):
+        from mbert_retrieval.train.config import ConfigError
+
+        types.append(ConfigError)
+    return tuple(types)
+
+
+def format_error(exc: BaseException) -> str:
+    """One-line message; malformed-input errors lead with `file:line:` like a compiler."""
+    from mbert_retrieval.data import DataError
+
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, DataError) and exc.path and exc.line is not None:
+        where = f"{exc.path}, line {exc.line}" + (f", field {exc.field!r}" if exc.field is not None else "")
+        rest = text[len(where) + 2:] if text.startswith(where + ": ") else text
+        field = f" (field {exc.field!r})" if exc.field is not None else ""
+        return f"{exc.path}:{exc.line}: {rest}{field}"
+    if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in text:
+        return f"{text}: {exc.filename}"
+    if isinstance(exc, KeyError):
+        return f"missing key {text}"
+    return text
+
+
+@contextlib.contextmanager
+def cli_errors() -> Iterator[None]:
+    """Turn the package's exceptions into a clear message on stderr and an exit code (no traceback
+    unless --verbose): 2 for bad input, 1 for runtime failures, 130 when interrupted."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/yellow]: re-run the same command to resume where it stopped")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Exception as exc:  # noqa: BLE001 - the whole point is to catch everything at the CLI boundary
+        code = EXIT_BAD_INPUT if isinstance(exc, _bad_input_types()) else EXIT_RUNTIME
+        if STATE["verbose"]:
+            err.print(traceback.format_exc(), markup=False)
+        label = "error" if code == EXIT_BAD_INPUT else "failed"
+        err.print(f"[bold red]{label}:[/bold red] ", end="")
+        err.print(format_error(exc), markup=False)
+        raise typer.Exit(code) from None
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    err.print("[bold red]error:[/bold red] ", end="")
+    err.print(message, markup=False)
+    raise typer.Exit(code)
+
+
+def setup_logging(verbose: bool) -> None:
+    STATE["verbose"] = verbose
+    from rich.logging import RichHandler
+
+    root = logging.getLogger()
+    if not any(getattr(h, "_mbret", False) for h in root.handlers):
+        handler = RichHandler(console=err, show_time=False, show_path=False, markup=False)
+        handler._mbret = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    # the CLI prints the offline-fallback note itself; library chatter stays quiet unless --verbose
+    logging.getLogger("mbert_retrieval.hub").setLevel(logging.INFO if verbose else logging.ERROR)
+    for name in ("bm25s", "httpx", "urllib3", "filelock", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    with contextlib.suppress(Exception):
+        import transformers
+
+        transformers.logging.set_verbosity_info() if verbose else transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+def _json_or_str(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+_FILTER_RE = re.compile(r"^\s*([^=!<>\s][^=!<>]*?)\s*(>=|<=|!=|=|>|<)\s*(.*?)\s*$", re.S)
+_OPS = {"=": "$eq", "!=": "$ne", ">=": "$gte", "<=": "$lte", ">": "$gt", "<": "$lt"}
+
+
+def parse_filters(items: Sequence[str] | None) -> dict[str, Any] | None:
+    """`--filter` values -> one metadata filter. Each is `field=value` (also != >= <= > <; the value is
+    read as JSON when it parses — numbers, true/false/null, ["a", "b"] lists — else as a string) or a
+    whole JSON object (`{"year": {"$gte": 2020}}`). Several filters are ANDed."""
+    if not items:
+        return None
+    parts: list[dict[str, Any]] = []
+    for raw in items:
+        text = raw.strip()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise BadInput(f"--filter {raw!r}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(value, dict):
+                raise BadInput(f"--filter {raw!r}: a JSON filter must be an object")
+            parts.append(value)
+            continue
+        m = _FILTER_RE.match(text)
+        if not m or not m.group(1):
+            raise BadInput(f"--filter {raw!r}: expected field=value (or !=, >=, <=, >, <) or a JSON object")
+        field, op, value = m.group(1), m.group(2), _json_or_str(m.group(3))
+        if op == "=" and not isinstance(value, dict):
+            parts.append({field: value})
+        else:
+            parts.append({field: {_OPS[op]: value}})
+    merged: dict[str, Any] = {}
+    extra: list[dict[str, Any]] = []
+    for part in parts:
+        if any(key in merged for key in part):
+            extra.append(part)
+        else:
+            merged.update(part)
+    if extra:
+        merged = {"$and": [merged, *extra]}
+    from mbert_retrieval.index import compile_filter
+
+    try:
+        compile_filter(merged)
+    except ValueError as exc:
+        raise BadInput(f"--filter: {exc}") from None
+    return merged
+
+
+def parse_params(items: Sequence[str] | None, option: str = "--param") -> dict[str, Any]:
+    """`key=value` strings -> dict (values read as JSON when they parse: 16, true, null, 0.5, ...)."""
+    out: dict[str, Any] = {}
+    for raw in items or ():
+        key, sep, value = raw.partition("=")
+        key = key.strip().lstrip("-").replace("-", "_")
+        if not sep or not key:
+            raise BadInput(f"{option} {raw!r}: expected key=value")
+        out[key] = _json_or_str(value.strip())
+    return out
+
+
+def model_options(batch_size: int | None, max_tokens: int | None, device: str | None) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    if batch_size is not None:
+        if batch_size < 1:
+            raise BadInput(f"--batch-size must be >= 1, got {batch_size}")
+        opts["max_batch_size"] = batch_size
+    if max_tokens is not None:
+        if max_tokens < 1:
+            raise BadInput(f"--max-tokens must be >= 1, got {max_tokens}")
+        opts["max_tokens_per_batch"] = max_tokens
+    if device:
+        opts["device"] = device
+    return opts
+
+
+# ---------------------------------------------------------------------------------------------- output
+def _default(obj: Any) -> Any:
+    if hasattr(obj, "item") and callable(obj.item):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, (Path, set, frozenset)):
+        return str(obj) if isinstance(obj, Path) else sorted(obj)
+    return str(obj)
+
+
+def dumps(obj: Any, indent: int | None = 2) -> str:
+    return json.dumps(obj, indent=indent, ensure_ascii=False, default=_default)
+
+
+def print_json(obj: Any, indent: int | None = 2) -> None:
+    """JSON on stdout, nothing else (rich markup off, no wrapping)."""
+    sys.stdout.write(dumps(obj, indent) + "\n")
+    sys.stdout.flush()
+
+
+def note_fallback(message: str | None) -> None:
+    if message:
+        err.print("[yellow]note:[/yellow] ", end="")
+        err.print(message, markup=False)
+
+
+@contextlib.contextmanager
+def progress(description: str, total: int | None, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr; yields `advance(n)`."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+@contextlib.contextmanager
+def status(message: str, enabled: bool = True) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    with err.status(message):
+        yield
+
+
+def plain_mapping(obj: Mapping[str, Any]) -> dict[str, Any]:
+    return json.loads(dumps(obj))

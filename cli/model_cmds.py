@@ -1,0 +1,179 @@
+"""`mbret train | eval | bench`: thin front ends over `mbert_retrieval.train`, `mbert_retrieval.eval` and
+the `mbert_retrieval.eval.bench_*` scripts."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from ._common import (BadInput, cli_errors, err, model_options, note_fallback, out, parse_params, plain_mapping,
+                      print_json, status)
+from .index_cmds import BatchOpt, DeviceOpt, JsonOpt, QuietOpt, TokensOpt
+
+
+# ---------------------------------------------------------------------------------------------- train
+def train_cmd(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help=".json / .toml / .yaml file with "
+                                          "TrainConfig fields (flags below override it)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to fine-tune (default: the default "
+                                        "model for --kind; offline: packaged all-MiniLM-L6-v2)."),
+    data: Optional[List[str]] = typer.Option(None, "--data", "-d", help="BEIR folder or JSONL training file, "
+                                             "repeatable."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where checkpoints and the final "
+                                              "model go."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="dense | colbert."),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Queries per optimizer step."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
+    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue from the newest checkpoint."),
+    overrides: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Any TrainConfig field as key=value, "
+                                                  "repeatable (e.g. --set n_hard_negatives=1 --set save_steps=100)."),
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Fine-tune a dense or ColBERT model (contrastive or distillation) — see mbert_retrieval.train.TrainConfig."""
+    with cli_errors():
+        from mbert_retrieval.train import load_config, train
+        from mbert_retrieval.train.config import parse_overrides
+
+        values: dict[str, Any] = parse_overrides(list(overrides or []))
+        flags = {"model": model, "output_dir": None if output_dir is None else str(output_dir), "kind": kind,
+                 "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr, "resume": resume}
+        values.update({k: v for k, v in flags.items() if v is not None})
+        if data:
+            values["data"] = list(data)
+        cfg = load_config(config, values)
+        if not cfg.model:
+            from mbert_retrieval.hub import resolve_model
+
+            resolved = resolve_model(None, cfg.kind)
+            note_fallback(resolved.message if resolved.fallback else None)
+            cfg.model = resolved.path
+        final = train(cfg, show_progress=not quiet)
+        if json_out:
+            print_json({"model": str(final), "output_dir": cfg.output_dir, "config": cfg.to_dict()})
+        else:
+            out.print(f"[green]trained[/green]: final model in {final}")
+
+
+# ---------------------------------------------------------------------------------------------- eval
+def eval_cmd(
+    datasets: List[str] = typer.Argument(..., help="BEIR folders, BEIR names (scifact, nfcorpus, ...), "
+                                         "coir/<name> or owner/name hub datasets."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to evaluate (default: the default "
+                                        "model for --kind, or the model of --index)."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="dense | colbert (default: detected from the model)."),
+    index_dir: Optional[Path] = typer.Option(None, "--index", help="Search this index folder instead of exact "
+                                             "search (its corpus must be the dataset's)."),
+    split: str = typer.Option("test", "--split"),
+    k: int = typer.Option(100, "-k", "--top-k", help="Retrieval depth."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="results.json (MTEB shape), "
+                                              "run.trec and per_query.json per dataset."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache corpus embeddings (resumable) "
+                                             "and downloads here."),
+    option: Optional[List[str]] = typer.Option(None, "--option", help="EvalConfig field key=value, repeatable."),
+    batch_size: Optional[int] = BatchOpt,
+    max_tokens: Optional[int] = TokensOpt,
+    device: Optional[str] = DeviceOpt,
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Evaluate a model (exact search) or an index on retrieval datasets: nDCG@10, Recall@100, MAP, MRR."""
+    with cli_errors():
+        from mbert_retrieval.eval.evaluate import evaluate_model
+
+        if k < 1:
+            raise BadInput(f"-k must be >= 1, got {k}")
+        if kind is not None and kind not in ("dense", "colbert"):
+            raise BadInput(f"--kind must be dense or colbert, got {kind!r}")
+        opts = model_options(batch_size, max_tokens, device)
+        extra = parse_params(option, "--option")
+        search_fn = None
+        retriever = None
+        if index_dir is not None:
+            from mbert_retrieval.retriever import Retriever
+
+            with status("loading index and model", enabled=not quiet):
+                retriever = Retriever.open(index_dir, model=model, model_options=opts)
+            loaded = retriever.model
+
+            def search_fn(queries: dict[str, str], depth: int) -> dict[str, dict[str, float]]:
+                ids = list(queries)
+                hits = retriever.search([queries[q] for q in ids], k=depth)
+                return {q: {r.id: r.score for r in row} for q, row in zip(ids, hits)}
+        else:
+            from mbert_retrieval.retriever import load_retrieval_model
+
+            with status("loading model", enabled=not quiet):
+                loaded = load_retrieval_model(model, kind or "dense", **opts) if kind or model is None else \
+                    _load_detected(model, opts)
+            note_fallback(getattr(getattr(loaded, "resolved", None), "message", None))
+        try:
+            report = evaluate_model(loaded, list(datasets), split=split, k=k, cache_dir=cache_dir,
+                                    output_dir=output_dir, show_progress=not quiet, search_fn=search_fn,
+                                    index_type="exact" if search_fn is None else "index",
+                                    **({"print_table": False} if json_out else {}), **extra)
+        finally:
+            if retriever is not None:
+                retriever.close()
+        if json_out:
+            print_json(plain_mapping({
+                "model": report.model_name, "revision": report.model_revision, "split": split, "k": k,
+                "datasets": {n: {"num_queries": r.result.num_queries, "scores": r.result.scores,
+                                 "files": {key: str(p) for key, p in r.files.items()}}
+                             for n, r in report.datasets.items()},
+                "average": report.average,
+                "files": {key: str(p) for key, p in report.files.items()}}))
+        elif quiet:
+            for name, r in report.datasets.items():
+                out.print(f"{name}: nDCG@10={r.result.scores.get('ndcg_at_10', float('nan')):.4f}")
+
+
+def _load_detected(model: str, opts: dict[str, Any]):
+    from mbert_retrieval.hub import load_model
+    from mbert_retrieval.retriever import _absolute_if_dir
+
+    return load_model(_absolute_if_dir(model), kind=None, **opts)
+
+
+# ---------------------------------------------------------------------------------------------- bench
+def _bench_scripts() -> dict[str, str]:
+    import mbert_retrieval.eval as pkg
+
+    return {m.name[len("bench_"):]: f"{pkg.__name__}.{m.name}" for m in pkgutil.iter_modules(pkg.__path__)
+            if m.name.startswith("bench_")}
+
+
+def bench_cmd(
+    ctx: typer.Context,
+    name: Optional[str] = typer.Argument(None, help="Benchmark to run (see --list), e.g. `encode`."),
+    list_: bool = typer.Option(False, "--list", help="List the available benchmarks."),
+) -> None:
+    """Run a benchmark script from mbert_retrieval.eval (bench_<name>.py); extra arguments go to the script."""
+    with cli_errors():
+        scripts = _bench_scripts()
+        if list_ or name is None:
+            for short, module in sorted(scripts.items()):
+                doc = (importlib.import_module(module).__doc__ or "").strip().splitlines()
+                out.print(f"[bold]{short}[/bold]  {doc[0] if doc else ''}  (python -m {module})")
+            if not scripts:
+                err.print("no benchmark scripts found in mbert_retrieval.eval")
+            return
+        key = name[len("bench_"):] if name.startswith("bench_") else name
+        if key not in scripts:
+            raise BadInput(f"unknown benchmark {name!r}; available: {', '.join(sorted(scripts)) or 'none'}")
+        module = importlib.import_module(scripts[key])
+        if not hasattr(module, "main"):
+            raise BadInput(f"{scripts[key]} has no main(argv) function")
+        try:
+            rc = module.main(list(ctx.args))
+        except SystemExit as exc:  # argparse errors / --help inside the script
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+            raise typer.Exit(code) from None
+        if isinstance(rc, int) and rc:
+            raise typer.Exit(rc)

@@ -1,0 +1,49 @@
+"""Ray backend on a local 2-CPU cluster: shards equal to one process, resume, and a sharded build."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mbert_retrieval.data import document_text
+from mbert_retrieval.distributed import EncodeConfig, ShardedIndex, build_sharded, encode_corpus
+
+pytest.importorskip("ray", reason="Ray is not installed (pip install 'mbert-retrieval[ray]')")
+
+
+@pytest.mark.parametrize("kind", ["dense", "colbert"])
+def test_ray_shards_equal_single_process(tmp_path, ray_cluster, docs, tiny_modernbert, dense_model, colbert_model,
+                                         kind):
+    model = dense_model if kind == "dense" else colbert_model
+    expected = model.encode_documents([document_text(d) for d in docs])
+    cfg = EncodeConfig(n_shards=3, backend="ray", num_workers=2, batch_size=5,
+                       model_kwargs={"dim": 16} if kind == "colbert" else {})
+    store = encode_corpus(docs, tiny_modernbert, kind, tmp_path / "emb", config=cfg)
+    assert store.complete and store.dim == model.dim
+    ids, vectors = store.merged()
+    assert ids == [d["id"] for d in docs]
+    if kind == "dense":
+        np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    else:
+        assert [len(v) for v in vectors] == [len(v) for v in expected]
+        for got, want in zip(vectors, expected):
+            np.testing.assert_allclose(got, want, atol=1e-5)
+    assert ray_cluster.is_initialized()  # an existing Ray session is used and left running
+    if kind == "colbert":
+        return
+    # resume on Ray: shard 1 lost its commit record; build_sharded re-encodes only it, then indexes
+    mtime0 = (tmp_path / "emb" / store.file_name(0)).stat().st_mtime_ns
+    (tmp_path / "emb" / store.done_name(1)).unlink()
+    (tmp_path / "sh").mkdir()
+    (tmp_path / "emb").rename(tmp_path / "sh" / "_embeddings")
+    index = build_sharded(docs, tmp_path / "sh", tiny_modernbert, "dense", "flat", n_shards=3, backend="ray",
+                          num_workers=1, keep_embeddings=True)
+    assert (tmp_path / "sh" / "_embeddings" / store.file_name(0)).stat().st_mtime_ns == mtime0
+    assert isinstance(index, ShardedIndex) and len(index) == len(docs)
+    reopened = ShardedIndex.open(tmp_path / "sh", dense_model)
+    q = dense_model.encode_queries(["shard merge"])
+    want = [docs[i]["id"] for i in np.argsort(-(expected @ q[0]))[:3]]
+    assert [h.doc_id for h in reopened.search(q, k=3)[0]] == want
+    reopened.close()
+
+

@@ -1,0 +1,133 @@
+import numpy as np
+import pytest
+
+from mbert_retrieval.index.errors import IndexStateError
+from mbert_retrieval.index.plaid import PlaidConfig, PlaidIndex, ResidualCodec, default_n_centroids
+from mbert_retrieval.index.vectors import VectorStore
+from mbert_retrieval.maxsim import maxsim_rank
+
+from .conftest import clustered_tokens
+
+DIM = 32
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    docs = clustered_tokens(300, DIM, seed=3)
+    rng = np.random.default_rng(4)
+    queries = []
+    for d in rng.choice(len(docs), 40, replace=False):
+        q = docs[d][rng.choice(len(docs[d]), 6, replace=False)] + 0.15 * rng.standard_normal((6, DIM)).astype(np.float32)
+        queries.append((q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32))
+    exact = [maxsim_rank(q, docs, k=10) for q in queries]
+    return docs, queries, [o for o, _ in exact], [s for _, s in exact]
+
+
+def _flat(docs):
+    offsets = np.concatenate([[0], np.cumsum([len(d) for d in docs])]).astype(np.int64)
+    return np.concatenate(docs), offsets
+
+
+def _build(tmp_path, docs, **cfg):
+    vectors, offsets = _flat(docs)
+    iids = np.arange(len(docs), dtype=np.int64)
+    store = VectorStore(tmp_path, "colbert", DIM)
+    store.register(store.write_chunk(0, iids, vectors, offsets))
+    index = PlaidIndex(DIM, PlaidConfig(**cfg), store)
+    index.train(store.sample(100_000), len(vectors))
+    index.add(iids, vectors, offsets)
+    return index
+
+
+def test_default_n_centroids():
+    assert default_n_centroids(10_000, 10_000) == 1024  # 16 * 100 = 1600 -> 2^10
+    assert default_n_centroids(1_000_000, 10**6) == 8192  # 16000 -> 2^13
+    assert default_n_centroids(10**12, 10**9) == 2**18
+    assert default_n_centroids(10_000, 300) == 300
+
+
+@pytest.mark.parametrize("nbits", [2, 4])
+def test_codec_pack_roundtrip_and_error(corpus, nbits):
+    docs, *_ = corpus
+    x, _ = _flat(docs)
+    codec = ResidualCodec.train(x, 64, nbits, niter=10)
+    buckets = np.random.default_rng(0).integers(0, 2**nbits, size=(5, DIM)).astype(np.uint8)
+    packed = codec.pack(buckets)
+    assert packed.shape == (5, DIM * nbits // 8)
+    np.testing.assert_array_equal(codec.unpack(packed), buckets)
+    codes, packed = codec.compress(x)
+    cos = np.sum(codec.decompress(codes, packed) * x, axis=1)
+    centroid_only = np.sum(codec.centroids[codes] * x, axis=1)
+    assert cos.mean() > centroid_only.mean() + 0.02  # residuals help
+    assert cos.mean() > (0.93 if nbits == 2 else 0.97)
+    assert np.all(codec.cutoffs[:, 1:] >= codec.cutoffs[:, :-1])
+
+
+def test_ranking_agrees_with_exact_maxsim(tmp_path, corpus):
+    docs, queries, exact, _ = corpus
+    overlap = {}
+    for nbits, min_top1, min_top10 in [(2, 0.85, 0.6), (4, 0.9, 0.75)]:
+        index = _build(tmp_path / str(nbits), docs, nbits=nbits, nprobe=8)
+        _, ids = index.search(queries, 10)
+        top1 = np.mean([i[0] == e[0] for i, e in zip(ids, exact)])
+        overlap[nbits] = np.mean([len(set(i) & set(e)) / 10 for i, e in zip(ids, exact)])
+        assert top1 >= min_top1 and overlap[nbits] >= min_top10, (nbits, top1, overlap[nbits])
+        bpt = index.bytes_per_token()
+        assert 0 < bpt < DIM * 4 / 4  # far below float32 (128 bytes / token here)
+        assert index.info()["bytes_per_token"] == pytest.approx(bpt, abs=1e-3)
+    assert overlap[4] > overlap[2]  # more bits, closer to exact
+
+
+def test_full_vector_rerank_is_exact(tmp_path, corpus):
+    docs, queries, exact, exact_scores = corpus
+    index = _build(tmp_path, docs, keep_full_vectors=True, nprobe=8, ndocs=64)
+    scores, ids = index.search(queries, 3)
+    assert np.mean([i[0] == e[0] for i, e in zip(ids, exact)]) >= 0.95
+    hit = [qi for qi in range(len(queries)) if ids[qi, 0] == exact[qi][0]]
+    np.testing.assert_allclose(scores[hit, 0], [exact_scores[qi][0] for qi in hit], rtol=1e-5)
+
+
+def test_filter_add_remove_compact_roundtrip(tmp_path, corpus):
+    docs, queries, exact, _ = corpus
+    index = _build(tmp_path, docs[:250], nbits=2, nprobe=8)
+    with pytest.raises(IndexStateError):
+        PlaidIndex(DIM).search(queries[:1], 3)
+    # add after training: assigned to the existing centroids
+    extra_v, extra_o = _flat(docs[250:])
+    index.add(np.arange(250, 300), extra_v, extra_o)
+    assert len(index) == 300
+    _, ids = index.search(queries, 10)
+    assert np.mean([i[0] == e[0] for i, e in zip(ids, exact)]) >= 0.8
+    # filters
+    allowed = np.arange(0, 300, 3)
+    _, ids = index.search(queries, 5, allowed=allowed)
+    assert np.isin(ids[ids >= 0], allowed).all() and (ids[:, 0] >= 0).all()
+    # delete
+    gone = np.unique(ids[:, 0])
+    assert index.remove(gone) == len(gone) and index.remove(gone) == 0
+    _, ids2 = index.search(queries, 10)
+    assert not np.isin(ids2, gone).any()
+    assert not np.isin(index._ivf_docs, np.flatnonzero(~index._alive)).any()  # dropped from the lists
+    # save / load
+    index.save(tmp_path, 7)
+    back = PlaidIndex(DIM, PlaidConfig(nbits=2, nprobe=8))
+    back.load(tmp_path, 7, index.state())
+    np.testing.assert_array_equal(back.search(queries, 10)[1], ids2)
+    # compact: same results, fewer tokens
+    n_tok = len(index._codes)
+    index.compact()
+    assert len(index._codes) < n_tok and index._alive.all() and len(index) == 300 - len(gone)
+    np.testing.assert_array_equal(index.search(queries, 10)[1], ids2)
+    back.remove(np.arange(10))  # loaded arrays are memory-mapped: deletes must still work
+    assert len(back) == 300 - len(set(gone.tolist()) | set(range(10)))
+
+
+def test_candidate_cap_and_threshold(tmp_path, corpus):
+    docs, queries, exact, _ = corpus
+    index = _build(tmp_path, docs, nprobe=8, ncandidates=40, ndocs=20, centroid_score_threshold=0.3)
+    _, ids = index.search(queries, 10)
+    assert np.mean([i[0] == e[0] for i, e in zip(ids, exact)]) >= 0.7
+    with pytest.raises(TypeError):
+        index.search(queries, 3, bogus=1)
+    with pytest.raises(ValueError):
+        PlaidConfig(nbits=3)
