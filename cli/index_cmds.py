@@ -61,6 +61,14 @@ def index_cmd(
                                               "(hnsw_m, nlist, pq_m, nprobe, nbits, n_centroids, ...)."),
     hybrid: bool = typer.Option(False, "--hybrid", help="Also build a BM25 index; searches fuse both by RRF."),
     chunk_size: int = typer.Option(4096, "--chunk-size", help="Documents per committed chunk (resume granularity)."),
+    shards: Optional[int] = typer.Option(None, "--shards", help="Split the corpus into N shards: N embedding "
+                                         "shards, one index per shard, searched in parallel and merged "
+                                         "(read-only). Under torchrun the ranks share the encoding."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Encode the shards on a Ray cluster: ADDRESS "
+                                      "(ray://host:10001), auto (the running cluster) or local (start one here). "
+                                      "Needs --shards."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Ray workers (model replicas; default: one "
+                                          "per GPU, else one per CPU). Needs --ray."),
     batch_size: Optional[int] = BatchOpt,
     max_tokens: Optional[int] = TokensOpt,
     device: Optional[str] = DeviceOpt,
@@ -69,6 +77,7 @@ def index_cmd(
 ) -> None:
     """Encode a corpus into an index folder. Re-running the same command after an interruption resumes it."""
     from mbert_retrieval.retriever import Retriever, load_retrieval_model, normalize_documents
+    from mbert_retrieval.retriever_sharded import is_sharded
 
     with cli_errors():
         kind = _check_types(kind, index_type)
@@ -76,16 +85,29 @@ def index_cmd(
             raise BadInput(f"--format must be one of {', '.join(FORMATS)}, got {corpus_format!r}")
         if chunk_size < 1:
             raise BadInput(f"--chunk-size must be >= 1, got {chunk_size}")
+        backend = _check_shard_options(shards, ray, workers)
         params = parse_params(param)
         if quantization:
             params["quantization"] = quantization
+        if shards is not None:
+            _check_index_params(kind, index_type, params)
+        elif is_sharded(index_dir):
+            raise BadInput(f"{index_dir} holds a sharded index: re-run with the same --shards N to resume or "
+                           "check it, or build into another folder")
         with status(f"reading {corpus}", enabled=not quiet):
             docs = normalize_documents(corpus, corpus_format)
         if not docs:
             raise BadInput(f"{corpus}: no documents found")
+        opts = model_options(batch_size, max_tokens, device)
+        if backend == "torchrun" and not device:
+            opts.update(_rank_device())
         with status("loading model", enabled=not quiet):
-            loaded = load_retrieval_model(model, kind, **model_options(batch_size, max_tokens, device))
+            loaded = load_retrieval_model(model, kind, **opts)
         note_fallback(getattr(getattr(loaded, "resolved", None), "message", None))
+        if shards is not None:
+            return _index_sharded(corpus, index_dir, docs, loaded, kind, index_type, shards, backend, ray, workers,
+                                  hybrid, {k: v for k, v in opts.items() if k != "device"}, json_out, quiet,
+                                  chunk_size=chunk_size, **params)
         with progress(f"indexing ({kind}/{index_type})", len(docs), enabled=not quiet) as advance:
             retriever = Retriever.build(index_dir, docs, model=loaded, kind=kind, index_type=index_type,
                                         hybrid=hybrid, chunk_size=chunk_size, progress=advance, **params)
@@ -101,6 +123,93 @@ def index_cmd(
                 err.print(f"resumed: {summary['resumed_from']} documents were already indexed")
             out.print(f"[green]indexed[/green] {summary['documents']} documents into {index_dir} "
                       f"({kind}/{index_type}, model {loaded.model_id})")
+
+
+def _check_shard_options(shards: int | None, ray: str | None, workers: int | None) -> str:
+    """Validate --shards / --ray / --workers (and a torchrun launch); returns the encoding backend."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if shards is not None and shards < 1:
+        raise BadInput(f"--shards must be >= 1, got {shards}")
+    if ray is not None and shards is None:
+        raise BadInput("--ray encodes the shards of a sharded index: give --shards N too")
+    if ray is not None and not ray.strip():
+        raise BadInput("--ray needs an address: ray://HOST:10001, auto or local")
+    if workers is not None and ray is None:
+        raise BadInput("--workers sets the number of Ray workers: use it with --ray")
+    if workers is not None and workers < 1:
+        raise BadInput(f"--workers must be >= 1, got {workers}")
+    if world > 1 and shards is None:
+        raise BadInput(f"launched under torchrun (WORLD_SIZE={world}): give --shards N so that the ranks share the "
+                       "encoding (every rank would otherwise build the same index)")
+    if world > 1 and ray is not None:
+        raise BadInput("--ray and torchrun are two ways to distribute the encoding: use one of them")
+    if ray is not None:
+        from mbert_retrieval.distributed.encode import RAY_MISSING
+
+        import importlib
+
+        try:
+            importlib.import_module("ray.data")
+        except ImportError:
+            fail(f"--ray: {RAY_MISSING}", 1)
+        return "ray"
+    return "torchrun" if world > 1 else "local"
+
+
+def _check_index_params(kind: str, index_type: str, params: dict[str, Any]) -> None:
+    """Index settings are checked before hours of encoding (an unsharded build checks them at once anyway)."""
+    from mbert_retrieval.index.structures import make_config
+
+    rest = {k: v for k, v in params.items() if k != "quantization"}
+    try:
+        make_config(kind, index_type, params.get("quantization"), rest)
+    except (TypeError, ValueError) as exc:
+        raise BadInput(f"--param / --quantization: {exc}") from None
+
+
+def _rank_device() -> dict[str, Any]:
+    """Under torchrun, each rank encodes on its own GPU (LOCAL_RANK) when there are GPUs."""
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        return {"device": f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"}
+    return {}
+
+
+def _index_sharded(corpus: Path, index_dir: Path, docs, loaded, kind: str, index_type: str, n_shards: int,
+                   backend: str, ray: str | None, workers: int | None, hybrid: bool, model_kwargs: dict[str, Any],
+                   json_out: bool, quiet: bool, **params: Any) -> None:
+    import os
+
+    from mbert_retrieval.retriever_sharded import build_sharded_retriever, sharded_resume_count
+
+    resumed = sharded_resume_count(index_dir)
+    retriever = build_sharded_retriever(index_dir, docs, loaded, kind, index_type, n_shards=n_shards,
+                                        backend=backend, ray_address=ray, num_workers=workers, hybrid=hybrid,
+                                        show_progress=not quiet, model_kwargs=model_kwargs, **params)
+    summary: dict[str, Any] = {"index": str(index_dir), "corpus": str(corpus), "kind": kind, "index_type": index_type,
+                               "model_id": loaded.model_id, "shards": n_shards, "backend": backend, "hybrid": hybrid}
+    if retriever is None:  # torchrun rank > 0
+        summary.update(rank=int(os.environ.get("RANK", "0")), world_size=int(os.environ.get("WORLD_SIZE", "1")))
+        if json_out:
+            print_json(summary)
+        else:
+            out.print(f"rank {summary['rank']}: encoded its shards of {index_dir}; rank 0 builds the shard indexes")
+        return
+    with retriever:
+        summary.update(documents=len(retriever), resumed_from=min(resumed, len(retriever)),
+                       fallback_model=bool(retriever.fallback_message))
+    if json_out:
+        print_json(summary)
+        return
+    if summary["resumed_from"]:
+        err.print(f"resumed: {summary['resumed_from']} documents were already done")
+    out.print(f"[green]indexed[/green] {summary['documents']} documents into {index_dir} ({n_shards} shards, "
+              f"{kind}/{index_type}, {backend} encoding, model {loaded.model_id})")
 
 
 # ---------------------------------------------------------------------------------------------- search
@@ -176,13 +285,17 @@ def info_cmd(
     json_out: bool = JsonOpt,
     verify: bool = typer.Option(False, "--verify", help="Also check every file's sha256 checksum."),
 ) -> None:
-    """Describe an index: model, kind, type, sizes, settings."""
+    """Describe an index: model, kind, type, sizes, settings (sharded: totals and one row per shard)."""
     from mbert_retrieval.index import Index
     from mbert_retrieval.retriever import RETRIEVER_FILE, _read_sidecar
+    from mbert_retrieval.retriever_sharded import is_sharded
 
     with cli_errors():
-        with Index.open(index_dir, verify=verify) as index:  # no model needed to describe it
-            info = plain_mapping(index.info())
+        if is_sharded(index_dir) or _sharded_build_started(index_dir):
+            info = _sharded_info(index_dir, verify)
+        else:
+            with Index.open(index_dir, verify=verify) as index:  # no model needed to describe it
+                info = plain_mapping(index.info())
         sidecar = _read_sidecar(Path(index_dir))
         info["model_path"] = sidecar.get("model_path")
         info["hybrid"] = bool(sidecar.get("hybrid", False))
@@ -195,16 +308,58 @@ def info_cmd(
         table = Table(title=f"index {index_dir}", title_justify="left", show_header=False)
         table.add_column("field", style="bold")
         table.add_column("value", overflow="fold")
-        for key in ("kind", "index_type", "quantization", "model_id", "model_path", "dim", "n_documents",
-                    "n_deleted", "n_vectors", "state", "hybrid", "disk_bytes", "created_at", "updated_at"):
+        for key in ("kind", "index_type", "quantization", "model_id", "model_path", "dim", "n_shards", "n_documents",
+                    "n_documents_done", "n_deleted", "n_vectors", "state", "hybrid", "disk_bytes", "created_at",
+                    "updated_at"):
             if key in info:
                 table.add_row(key, str(info[key]))
         settings = {k: v for k, v in (info.get("params") or {}).items() if k != "state"}
         table.add_row("params", ", ".join(f"{k}={v}" for k, v in sorted(settings.items())))
         out.print(table)
+        if info.get("shards"):
+            shard_table = Table(title="shards", title_justify="left")
+            cols = {"name": "shard", "n_documents": "docs", "n_deleted": "deleted", "n_vectors": "vectors",
+                    "state": "state", "disk_bytes": "bytes", "finished": "finished"}
+            cols = {k: v for k, v in cols.items() if k in info["shards"][0]}
+            for key, header in cols.items():
+                shard_table.add_column(header, justify="left" if key in ("name", "state") else "right", no_wrap=True)
+            for row in info["shards"]:
+                shard_table.add_row(*(str(row.get(c)) for c in cols))
+            out.print(shard_table)
+        if info.get("resume_hint"):
+            err.print(f"[yellow]note:[/yellow] {info['resume_hint']}")
         if info["fallback_model"]:
             note_fallback(f"this index was built with the offline fallback model {info['model_id']} "
                           f"(the default model could not be loaded; see {RETRIEVER_FILE})")
+
+
+def _sharded_build_started(index_dir: Path) -> bool:
+    """An interrupted `mbret index --shards` that has not written sharded.json yet (still encoding)."""
+    from mbert_retrieval.distributed.sharded_index import EMBEDDINGS_DIR
+
+    return not (Path(index_dir) / "manifest.json").exists() and (Path(index_dir) / EMBEDDINGS_DIR).is_dir()
+
+
+def _sharded_info(index_dir: Path, verify: bool) -> dict[str, Any]:
+    """`mbret info` of a sharded folder: finished (every shard opened, with --verify checksummed) or a build
+    still in progress (what the manifests say, and how to resume)."""
+    from mbert_retrieval.distributed import ShardedIndex, ShardedManifest
+    from mbert_retrieval.retriever_sharded import is_sharded, sharded_info, sharded_resume_count
+
+    m = ShardedManifest.load(Path(index_dir)) if is_sharded(index_dir) else None
+    if m is not None and m.state == "ready":
+        with ShardedIndex.open(index_dir, verify=verify) as sharded:
+            return plain_mapping(sharded_info(sharded))
+    info: dict[str, Any] = {"sharded": True, "state": "building" if m is not None else "encoding",
+                            "n_documents_done": sharded_resume_count(index_dir),
+                            "resume_hint": "this sharded build was interrupted: re-run the same `mbret index ... "
+                                           "--shards N` command to resume it"}
+    if m is not None:
+        info.update(kind=m.kind, index_type=m.index_type, model_id=m.model_id, dim=m.dim, params=m.params,
+                    n_shards=len(m.shards), shards=[{"shard": i, "name": s.name, "n_documents": s.n_documents,
+                                                     "finished": bool(s.manifest_sha256)}
+                                                    for i, s in enumerate(m.shards)])
+    return plain_mapping(info)
 
 
 # ---------------------------------------------------------------------------------------------- add / delete
@@ -308,6 +463,9 @@ def serve_cmd(
                       "and has no authentication; put it behind a proxy with auth or use --read-only")
         retriever = _open(index_dir, model, model_options(batch_size, max_tokens, device), hybrid)
         note_fallback(retriever.fallback_message)
+        if getattr(retriever.index, "read_only", False) and not read_only:
+            read_only = True
+            err.print("[yellow]note:[/yellow] a sharded index is read-only: serving it with --read-only")
         app = create_app(retriever, read_only=read_only)
         err.print(f"serving {index_dir} ({len(retriever)} documents) on http://{host}:{port}  (docs: /docs)")
         try:

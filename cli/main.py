@@ -9,7 +9,7 @@ import typer
 
 from ._common import EXIT_CODES_HELP, setup_logging
 from .index_cmds import add_cmd, delete_cmd, index_cmd, info_cmd, search_cmd, serve_cmd
-from .model_cmds import bench_cmd, eval_cmd, train_cmd
+from .model_cmds import bench_cmd, eval_cmd, mine_cmd, train_cmd
 
 __all__ = ["app", "main"]
 
@@ -17,6 +17,7 @@ EXAMPLES = """Examples:
 
   mbret index examples/data/corpus.jsonl my-index
   mbret index src/ code-index --kind colbert --index plaid
+  mbret index big.jsonl big-index --shards 8 --ray auto
   mbret search my-index "how do plants make sugar?" -k 5
   mbret search my-index "bread" --filter topic=cooking --filter "year>=2019"
   mbret search my-index --queries examples/data/queries.jsonl --json
@@ -25,6 +26,7 @@ EXAMPLES = """Examples:
   mbret info my-index --json
   mbret serve my-index --port 8000
   mbret train --data examples/data/train.jsonl -o runs/demo --max-steps 20
+  mbret mine examples/data runs/mined.jsonl --split test -n 2
   mbret eval examples/data --model runs/demo/final
   mbret bench encode --n 200
 
@@ -60,6 +62,9 @@ app.command("index", epilog=_epilog(
     "mbret index notes/ notes-index --format text --model path/to/model",
     "mbret index src/ code-index --kind colbert --index plaid -p nbits=4",
     "mbret index big.jsonl big-index --index hnsw -p hnsw_m=32 --batch-size 64",
+    "mbret index big.jsonl big-index --shards 8 --index ivfpq -p pq_m=48   (one index per shard, read-only)",
+    "mbret index big.jsonl big-index --shards 64 --ray auto --workers 8   (encode on a Ray cluster)",
+    "torchrun --nproc-per-node 4 -m mbert_retrieval.cli.main index big.jsonl big-index --shards 16",
     "(interrupted? run the same command again: it resumes)",
 ))(index_cmd)
 app.command("search", epilog=_epilog(
@@ -88,6 +93,11 @@ app.command("train", epilog=_epilog(
     "mbret train --config train.toml --set lr=1e-5 --resume",
     "mbret train --kind colbert --data mined.jsonl --set n_hard_negatives=1",
 ))(train_cmd)
+app.command("mine", epilog=_epilog(
+    "mbret mine ../data/scifact runs/mined.jsonl --model sentence-transformers/all-MiniLM-L6-v2",
+    "mbret mine ../data/scifact runs/mined.jsonl --index scifact-index --range 20 200 -n 4",
+    "mbret train --data runs/mined.jsonl --set n_hard_negatives=1 -o runs/tuned",
+))(mine_cmd)
 app.command("eval", epilog=_epilog(
     "mbret eval examples/data              (default model, exact search)",
     "mbret eval scifact nfcorpus --model runs/demo/final -o results/",

@@ -1,4 +1,4 @@
-"""`mbret train | eval | bench`: thin front ends over `mbert_retrieval.train`, `mbert_retrieval.eval` and
+"""`mbret train | mine | eval | bench`: thin front ends over `mbert_retrieval.train`, `mbert_retrieval.eval` and
 the `mbert_retrieval.eval.bench_*` scripts."""
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ import typer
 from ._common import (BadInput, cli_errors, err, model_options, note_fallback, out, parse_params, plain_mapping,
                       print_json, status)
 from .index_cmds import BatchOpt, DeviceOpt, JsonOpt, QuietOpt, TokensOpt
+
+
+KindOpt = typer.Option(None, "--kind", help="dense | colbert (default: detected from the model).")
 
 
 # ---------------------------------------------------------------------------------------------- train
@@ -61,13 +64,78 @@ def train_cmd(
             out.print(f"[green]trained[/green]: final model in {final}")
 
 
+# ---------------------------------------------------------------------------------------------- mine
+def mine_cmd(
+    dataset: Path = typer.Argument(..., help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)."),
+    output: Path = typer.Argument(..., help="JSONL to write (query, positive, negatives[, scores]) for `mbret train`."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Retriever that ranks the candidates (default: "
+                                        "the model of --index, else the default model for --kind)."),
+    kind: Optional[str] = KindOpt,
+    index_dir: Optional[Path] = typer.Option(None, "--index", help="Index folder of this corpus to rank with (its "
+                                             "own search); default: exact search over a temporary flat index."),
+    split: str = typer.Option("train", "--split"),
+    num_negatives: int = typer.Option(8, "--num-negatives", "-n", help="Negatives per (query, positive)."),
+    rank_range: tuple[int, int] = typer.Option((10, 100), "--range", help="Ranks [MIN, MAX) the negatives come "
+                                               "from (0-based, positives skipped)."),
+    sampling: str = typer.Option("top", "--sampling", help="top | random (seeded) within the range."),
+    cross_encoder: Optional[str] = typer.Option(None, "--cross-encoder", help="Drop candidates this cross-encoder "
+                                                "scores above --ce-max-ratio x the positive (likely unlabelled "
+                                                "positives)."),
+    ce_max_ratio: float = typer.Option(0.95, "--ce-max-ratio"),
+    teacher_scores: str = typer.Option("none", "--teacher-scores", help="none | retriever | cross_encoder: write "
+                                       "scores for ColBERT distillation."),
+    batch_size: Optional[int] = BatchOpt,
+    max_tokens: Optional[int] = TokensOpt,
+    device: Optional[str] = DeviceOpt,
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Mine hard negatives for a BEIR split with a retriever: skip the positives, keep a rank range,
+    optionally filter with a cross-encoder. The output trains with `mbret train --data`."""
+    with cli_errors():
+        from mbert_retrieval.train.mining import mine_beir
+
+        if kind is not None and kind not in ("dense", "colbert"):
+            raise BadInput(f"--kind must be dense or colbert, got {kind!r}")
+        if sampling not in ("top", "random"):
+            raise BadInput(f"--sampling must be top or random, got {sampling!r}")
+        if teacher_scores not in ("none", "retriever", "cross_encoder"):
+            raise BadInput(f"--teacher-scores must be none, retriever or cross_encoder, got {teacher_scores!r}")
+        if not 0 <= rank_range[0] < rank_range[1]:
+            raise BadInput(f"--range needs 0 <= MIN < MAX, got {rank_range[0]} {rank_range[1]}")
+        if num_negatives < 1:
+            raise BadInput(f"--num-negatives must be >= 1, got {num_negatives}")
+        if not dataset.is_dir():
+            raise BadInput(f"{dataset}: not a BEIR folder")
+        opts = model_options(batch_size, max_tokens, device)
+        with status("loading model", enabled=not quiet):
+            if index_dir is not None:
+                from mbert_retrieval.retriever import Retriever
+
+                with Retriever.open(index_dir, model=model, model_options=opts) as retriever:
+                    loaded = retriever.model
+            else:
+                loaded = _load_model(model, kind, opts)
+        note_fallback(getattr(getattr(loaded, "resolved", None), "message", None))
+        path = mine_beir(loaded, dataset, output, split=split, show_progress=not quiet, index=index_dir,
+                         num_negatives=num_negatives, range_min=rank_range[0], range_max=rank_range[1],
+                         sampling=sampling, cross_encoder=cross_encoder, ce_max_ratio=ce_max_ratio,
+                         teacher_scores=teacher_scores)
+        n = sum(1 for _ in open(path, encoding="utf-8"))
+        if json_out:
+            print_json({"output": str(path), "examples": n, "dataset": str(dataset), "split": split,
+                        "model_id": loaded.model_id, "index": None if index_dir is None else str(index_dir)})
+        else:
+            out.print(f"[green]mined[/green] {n} training examples into {path}")
+
+
 # ---------------------------------------------------------------------------------------------- eval
 def eval_cmd(
     datasets: List[str] = typer.Argument(..., help="BEIR folders, BEIR names (scifact, nfcorpus, ...), "
                                          "coir/<name> or owner/name hub datasets."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to evaluate (default: the default "
                                         "model for --kind, or the model of --index)."),
-    kind: Optional[str] = typer.Option(None, "--kind", help="dense | colbert (default: detected from the model)."),
+    kind: Optional[str] = KindOpt,
     index_dir: Optional[Path] = typer.Option(None, "--index", help="Search this index folder instead of exact "
                                              "search (its corpus must be the dataset's)."),
     split: str = typer.Option("test", "--split"),
@@ -107,11 +175,8 @@ def eval_cmd(
                 hits = retriever.search([queries[q] for q in ids], k=depth)
                 return {q: {r.id: r.score for r in row} for q, row in zip(ids, hits)}
         else:
-            from mbert_retrieval.retriever import load_retrieval_model
-
             with status("loading model", enabled=not quiet):
-                loaded = load_retrieval_model(model, kind or "dense", **opts) if kind or model is None else \
-                    _load_detected(model, opts)
+                loaded = _load_model(model, kind, opts)
             note_fallback(getattr(getattr(loaded, "resolved", None), "message", None))
         try:
             report = evaluate_model(loaded, list(datasets), split=split, k=k, cache_dir=cache_dir,
@@ -134,9 +199,13 @@ def eval_cmd(
                 out.print(f"{name}: nDCG@10={r.result.scores.get('ndcg_at_10', float('nan')):.4f}")
 
 
-def _load_detected(model: str, opts: dict[str, Any]):
+def _load_model(model: str | None, kind: str | None, opts: dict[str, Any]):
+    """The default model for `kind` (dense when unset), or `model` with its kind detected unless given."""
+    from mbert_retrieval.retriever import _absolute_if_dir, load_retrieval_model
+
+    if model is None or kind is not None:
+        return load_retrieval_model(model, kind or "dense", **opts)
     from mbert_retrieval.hub import load_model
-    from mbert_retrieval.retriever import _absolute_if_dir
 
     return load_model(_absolute_if_dir(model), kind=None, **opts)
 

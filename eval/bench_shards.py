@@ -10,7 +10,7 @@ Three tables:
 2. search: single index vs `ShardedIndex` (flat, HNSW, IVF-PQ): QPS over all queries in one batch, overlap@10
    with exact search (= recall@10 against the exact ranking) and agreement@10 of sharded vs single index;
 3. IVF-PQ sizing: bytes per vector (`ivfpq_bytes_per_vector`) and recall@10 vs exact, without and with
-   exact rerank, for several m x nbits.
+   exact rerank, for several m x nbits and every `--nprobe` value.
 Document embeddings are cached (resumable shards) in `--workdir`, so a rerun only re-measures.
 """
 
@@ -56,6 +56,8 @@ class SearchRow:
 class PQRow:
     m: int
     nbits: int
+    nlist: int | None
+    nprobe: int
     code_bytes: int
     ram_bytes_per_vector: int
     file_bytes_per_vector: int
@@ -153,7 +155,8 @@ def _timed_search(index, q: np.ndarray, k: int = 10, repeat: int = 3, **params):
     return _ids(res), len(q) / best
 
 
-def bench_search(docs, queries, model, workdir: Path, n_shards: int, show_progress: bool):
+def bench_search(docs, queries, model, workdir: Path, n_shards: int, show_progress: bool,
+                 nprobes: tuple[int, ...] = (16,)):
     from mbert_retrieval.distributed import ShardedIndex, encode_corpus
     from mbert_retrieval.distributed.sizing import ivfpq_bytes_per_vector
 
@@ -163,7 +166,7 @@ def bench_search(docs, queries, model, workdir: Path, n_shards: int, show_progre
     by_id = {d.id: d for d in docs}
     root = workdir / "indexes"
     shutil.rmtree(root, ignore_errors=True)
-    params = {"flat": {}, "hnsw": {}, "ivfpq": {"min_train_points": 256, "nprobe": 16}}
+    params = {"flat": {}, "hnsw": {}, "ivfpq": {"min_train_points": 256, "nprobe": nprobes[0]}}
     exact = _build_single(root / "exact", docs, vectors, model, "flat")
     exact_ids, exact_qps = _timed_search(exact, q)
     rows = [SearchRow("flat", 1, exact_qps, 1.0)]
@@ -186,12 +189,14 @@ def bench_search(docs, queries, model, workdir: Path, n_shards: int, show_progre
     pq_rows = []
     for m, nbits in ((8, 8), (16, 8), (32, 8), (48, 8), (96, 8), (96, 4)):
         idx = _build_single(root / f"pq-{m}-{nbits}", docs, vectors, model, "ivfpq", pq_m=m, pq_nbits=nbits,
-                            min_train_points=256, nprobe=16)
-        raw, _ = _timed_search(idx, q, repeat=1, rerank=False)
-        reranked, _ = _timed_search(idx, q, repeat=1, rerank=True)
+                            min_train_points=256, nprobe=nprobes[0])
         size = ivfpq_bytes_per_vector(model.dim, m, nbits)
-        pq_rows.append(PQRow(m, nbits, size.code, size.ram, size.file, _overlap(raw, exact_ids),
-                             _overlap(reranked, exact_ids)))
+        for nprobe in nprobes:
+            raw, _ = _timed_search(idx, q, repeat=1, rerank=False, nprobe=nprobe)
+            reranked, _ = _timed_search(idx, q, repeat=1, rerank=True, nprobe=nprobe)
+            nlist = idx.structure.trained_params.get("nlist")
+            pq_rows.append(PQRow(m, nbits, nlist, nprobe, size.code, size.ram, size.file, _overlap(raw, exact_ids),
+                                 _overlap(reranked, exact_ids)))
         idx.close()
     exact.close()
     return rows, pq_rows
@@ -217,6 +222,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--enc-docs", type=int, default=240, help="documents encoded per throughput run")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Ray worker counts to compare")
     p.add_argument("--shards", type=int, default=2, help="shards of the sharded indexes")
+    p.add_argument("--nprobe", type=int, nargs="+", default=[16], help="IVF cells probed per query: the first "
+                   "value for the search table, every value for the IVF-PQ table")
     p.add_argument("--ray-address", default=None, help="existing Ray cluster (default: a local one)")
     p.add_argument("--threads", type=int, default=2, help="torch threads of the local process")
     p.add_argument("--skip-encoding", action="store_true", help="only the search and sizing tables")
@@ -248,12 +255,12 @@ def main(argv: list[str] | None = None) -> dict:
         print(_table(enc))
     if not args.skip_search:
         model = load_model(model_path, kind="dense")
-        rows, pq_rows = bench_search(docs, queries, model, workdir, args.shards, args.progress)
+        rows, pq_rows = bench_search(docs, queries, model, workdir, args.shards, args.progress, tuple(args.nprobe))
         results["search"] = [asdict(r) for r in rows]
         results["ivfpq"] = [asdict(r) for r in pq_rows]
         print(f"\nSearch: {len(docs)} documents, {len(queries)} queries, k=10 (one batch; best of 3):")
         print(_table(rows))
-        print(f"\nIVF-PQ (nprobe 16, dim {model.dim}): recall@10 against exact search")
+        print(f"\nIVF-PQ (dim {model.dim}): recall@10 against exact search, without / with exact rerank")
         print(_table(pq_rows))
     results["load_avg_end"] = os.getloadavg()
     print(f"\nload average (1, 5, 15 min) at start {results['load_avg_start']}, at end {results['load_avg_end']}")

@@ -46,7 +46,7 @@ def _load_eval_model(path: str, kind: str, max_doc_length: int, colbert_dim: int
 def _ndcg(qrels: dict, queries: dict, doc_ids: list[str], searcher: ExactSearcher, k: int = 100) -> dict:
     qids = [q for q in qrels if q in queries]
     scores, idx = searcher.search([queries[q] for q in qids], k)
-    run = {q: {doc_ids[j]: float(s) for s, j in zip(scores[r], idx[r])} for r, q in enumerate(qids)}
+    run = {q: {doc_ids[j]: float(s) for s, j in zip(scores[r], idx[r]) if j >= 0} for r, q in enumerate(qids)}
     try:
         from mbert_retrieval.eval.metrics import evaluate_run
 
@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
         write_mined_jsonl(mined, mined_file)
         t_untuned = time.perf_counter() - t0
         cache_file.write_text(json.dumps({"signature": signature, "metrics": before, "seconds": t_untuned}, indent=2))
+        searcher.close()
         del model, searcher
         gc.collect()
     print(f"untuned: nDCG@10 {before['ndcg@10']:.4f} ({t_untuned:.0f}s incl. mining)")
@@ -139,7 +140,9 @@ def main(argv: list[str] | None = None) -> dict:
     # ---- tuned
     t0 = time.perf_counter()
     tuned = _load_eval_model(str(final), args.kind, max_doc, args.colbert_dim)
-    after = _ndcg(test_ds.qrels, test_ds.queries, doc_ids, ExactSearcher(tuned, texts, show_progress=progress))
+    searcher = ExactSearcher(tuned, texts, show_progress=progress)
+    after = _ndcg(test_ds.qrels, test_ds.queries, doc_ids, searcher)
+    searcher.close()
     t_tuned = time.perf_counter() - t0
     total = time.perf_counter() - t_start
 

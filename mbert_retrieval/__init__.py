@@ -10,6 +10,7 @@ from .chunking import ChunkingConfig
 from .colbert import ColBERT, ColBERTConfig
 from .encoder import EncodedBatch, Encoder, EncoderConfig
 from .hub import load_model
+from .index import Hit, Index
 from .maxsim import maxsim
 from .pooling import normalize, pool, truncate_dim
 from .retriever import Result, Retriever
@@ -24,6 +25,8 @@ __all__ = [
     "EncodedBatch",
     "Encoder",
     "EncoderConfig",
+    "Hit",
+    "Index",
     "load_model",
     "maxsim",
     "normalize",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -68,15 +68,25 @@ class BiEncoder(nn.Module):
     # ------------------------------------------------------------------ loading / saving
     @classmethod
     def from_pretrained(cls, name_or_path: str, config: BiEncoderConfig | None = None,
-                        **encoder_overrides) -> "BiEncoder":
+                        **overrides) -> "BiEncoder":
         """Load a sentence-transformers directory or hub id, or wrap a plain transformers encoder
-        (mean pooling, normalised) when no sentence-transformers files are present."""
-        config = config or BiEncoderConfig()
-        enc_cfg = replace(config.encoder, **encoder_overrides)
+        (mean pooling, normalised) when no sentence-transformers files are present.
+
+        `overrides` set single fields of BiEncoderConfig or EncoderConfig (e.g. `truncate_dim=256,
+        device="cpu"`); they win over the directory's settings."""
+        model_fields = {f.name for f in fields(BiEncoderConfig)} - {"encoder"}
+        enc_fields = {f.name for f in fields(EncoderConfig)}
+        unknown = set(overrides) - model_fields - enc_fields
+        if unknown:
+            raise TypeError(f"unknown BiEncoder/Encoder settings: {sorted(unknown)}")
+        model_over = {k: v for k, v in overrides.items() if k in model_fields}
+        config = replace(config or BiEncoderConfig(), **model_over)
+        enc_cfg = replace(config.encoder, **{k: v for k, v in overrides.items() if k in enc_fields})
         root = _resolve_dir(str(name_or_path), enc_cfg)
         dense_layers: list[nn.Module] = []
         if (root / "modules.json").is_file():
             config, enc_cfg, transformer_dir, dense_dirs = _read_st_dir(root, config, enc_cfg)
+            config = replace(config, **model_over)
             encoder = Encoder.from_pretrained(str(transformer_dir), enc_cfg)
             dense_layers = [_load_st_dense(d) for d in dense_dirs]
         else:

@@ -13,6 +13,7 @@ keep it up to date. Dense (bi-encoder) or ColBERT, optionally fused with BM25 (`
 
 Next to the index files, `retriever.json` records where the model was loaded from (so an index built
 with the offline fallback model reopens offline) and whether a BM25 index is kept (`bm25/`).
+`open` also reads sharded index folders (`mbret index --shards N`, see `retriever_sharded`): read-only.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .data import DataError, Document, document_text, load_corpus
 from .hybrid import BM25_DIRNAME, RRF_K, BM25Index, rrf
+from .retriever_sharded import is_sharded, open_sharded
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +181,8 @@ class Retriever:
         else:
             model = load_retrieval_model(model, kind, **dict(model_options or {}))
         path = Path(index_dir)
+        if is_sharded(path):
+            raise FileExistsError(f"{path} holds a sharded index (read-only): build into another folder")
         if (path / "manifest.json").exists():
             index = Index.open(path, model)
             m = index.manifest
@@ -212,11 +216,12 @@ class Retriever:
         """Open an index folder. Without `model`, the model recorded at build time is loaded (from the
         local folder it was loaded from, else by its id). A model that does not match the index (other
         model id, dim or kind) raises `IndexMismatchError`. `overrides`: index search settings
-        (nprobe, ef_search, ndocs, ...)."""
+        (nprobe, ef_search, ndocs, ...). A sharded folder is opened as a read-only `ShardedView`."""
         from .index import Index, IndexManifest, IndexMismatchError
 
         path = Path(index_dir)
-        manifest = IndexManifest.load(path)
+        sharded = open_sharded(path, verify=verify, **overrides) if is_sharded(path) else None
+        manifest = sharded.model_manifest if sharded is not None else IndexManifest.load(path)
         sidecar = _read_sidecar(path)
         options = dict(model_options or {})
         if model is None:
@@ -226,7 +231,7 @@ class Retriever:
         if getattr(model, "kind", None) != manifest.kind:
             raise IndexMismatchError(f"index {path} holds {manifest.kind!r} vectors but the model is "
                                      f"{getattr(model, 'kind', None)!r}")
-        index = Index.open(path, model, verify=verify, **overrides)
+        index = sharded.set_model(model) if sharded is not None else Index.open(path, model, verify=verify, **overrides)
         if hybrid is None:
             hybrid = bool(sidecar.get("hybrid", False))
         return cls(index, model, hybrid=hybrid, rrf_k=int(sidecar.get("rrf_k", RRF_K)))
@@ -309,6 +314,8 @@ class Retriever:
 
     # ------------------------------------------------------------------ search
     def _allowed_ids(self, filter: Mapping[str, Any]) -> list[str]:
+        if hasattr(self.index, "allowed_ids"):  # sharded
+            return self.index.allowed_ids(filter)
         iids = self.index.docstore.filter_iids(filter)
         return [row.doc_id for row in self.index.docstore.get_by_iids(iids.tolist()).values()]
 
@@ -361,6 +368,8 @@ class Retriever:
 
     # ------------------------------------------------------------------ updates
     def _write(self, fn: Callable[[], int]) -> int:
+        if getattr(self.index, "read_only", False):
+            self.index.refuse_write()  # sharded index: raises, saying how to rebuild
         self._write_sidecar(bm25_stale=True)  # before touching documents: a crash leaves BM25 marked stale
         self._bm25 = None
         n = fn()

@@ -76,6 +76,7 @@ class ShardedManifest:
     shards: list[ShardEntry] = field(default_factory=list)
     state: str = "building"
     format_version: int = 1
+    corpus_sha256: str = ""  # sha256 of the corpus ids in order (`shards.ids_fingerprint`): a re-run is a no-op
 
     @property
     def n_documents(self) -> int:
@@ -155,11 +156,14 @@ class ShardedIndex:
                 raise IndexMismatchError(f"{path} holds another sharded index "
                                          f"({manifest.kind}/{manifest.index_type}/{manifest.model_id}, "
                                          f"{len(manifest.shards)} shards): use another folder")
+            if manifest.corpus_sha256 and manifest.corpus_sha256 != m.corpus_sha256:
+                raise IndexMismatchError(f"{path} holds a sharded index of another corpus: use another folder")
         else:
             manifest = ShardedManifest(kind=m.kind, index_type=index_type, model_id=m.model_id, dim=int(m.dim or 0),
                                        params=dict(params), shards=[ShardEntry(f"shard-{i:05d}") for i in
                                                                     range(m.n_shards)])
-            manifest.save(path)
+        manifest.corpus_sha256 = m.corpus_sha256
+        manifest.save(path)
         from tqdm.auto import tqdm
 
         for i in tqdm(range(m.n_shards), desc="index shards", unit="shard", disable=not show_progress):
@@ -194,7 +198,8 @@ class ShardedIndex:
         path = Path(path)
         manifest = ShardedManifest.load(path)
         if manifest.state != "ready":
-            raise IndexCorruptError(f"sharded index {path} was not finished (state {manifest.state!r}): rebuild it")
+            raise IndexCorruptError(f"sharded index {path} was not finished (state {manifest.state!r}): run the "
+                                   "same build again (`mbret index ... --shards N`, `build_sharded`) to resume it")
         for i in shards if shards is not None else range(len(manifest.shards)):
             if not (path / manifest.shards[i].name / MANIFEST_NAME).is_file():
                 raise IndexCorruptError(f"shard index {manifest.shards[i].name!r} is missing from {path}")

@@ -2,26 +2,26 @@
 optionally drop likely false negatives with a cross-encoder, and write training JSONL.
 
 Ranks are 0-based positions in the model's full ranking (positives included): `range_min=10, range_max=100`
-considers ranking[10:100] and skips every positive in it. Exact search: dense inner products, or MaxSim
-(`maxsim`) for ColBERT; any other index can be plugged in as `search(query_texts, k) -> (scores, indices)`.
+considers ranking[10:100] and skips every positive in it. Retrieval uses the project's indexes: an existing
+index folder (`IndexSearcher`, e.g. a PLAID or HNSW index of the corpus) or a temporary flat one for exact
+search (`ExactSearcher`); any other ranker plugs in as `search(query_texts, k) -> (scores, indices)`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
-from ..maxsim import maxsim, pad_token_vectors
 from .data import text_key
 
-__all__ = ["MinedExample", "ExactSearcher", "SearchFn", "mine_hard_negatives", "write_mined_jsonl", "mine_beir"]
+__all__ = ["MinedExample", "IndexSearcher", "ExactSearcher", "SearchFn", "mine_hard_negatives", "write_mined_jsonl", "mine_beir"]
 
 SearchFn = Callable[[Sequence[str], int], tuple[np.ndarray, np.ndarray]]  # (Q, k) scores, (Q, k) doc positions
 
@@ -37,49 +37,56 @@ class MinedExample:
     scores: list[float] | None = None  # teacher scores for [positive, *negatives]
 
 
-class ExactSearcher:
-    """Brute-force top-k over a corpus for a dense or ColBERT model; the corpus is encoded once."""
+class IndexSearcher:
+    """Top-k over one of the project's index folders, as document positions in `doc_ids` order.
 
-    def __init__(self, model: Any, documents: Sequence[str], show_progress: bool = True,
-                 doc_chunk: int = 256, query_chunk: int = 64):
-        self.model = model
-        self.kind = getattr(model, "kind", "dense")
-        self.doc_chunk, self.query_chunk = doc_chunk, query_chunk
-        self.show_progress = show_progress
-        emb = model.encode_documents(list(documents), show_progress=show_progress)
-        self.n_docs = len(emb)
-        if self.kind == "dense":
-            self.documents = torch.from_numpy(np.asarray(emb, dtype=np.float32))
-        else:  # padded once, per chunk of documents
-            self.doc_chunks = [pad_token_vectors([torch.from_numpy(np.asarray(e, dtype=np.float32))
-                                                  for e in emb[s:s + doc_chunk]]) for s in range(0, len(emb), doc_chunk)]
+    The index's own search (FAISS, PLAID or exact MaxSim) ranks; its model encodes the queries. Documents of
+    the index that are not in `doc_ids` are skipped; rows shorter than k are padded with index -1 / -inf.
+    """
+
+    def __init__(self, index: Any, doc_ids: Sequence[str], **search_params: Any):
+        self.index = index
+        self.positions = {str(d): i for i, d in enumerate(doc_ids)}
+        self.search_params = search_params
 
     def __len__(self) -> int:
-        return self.n_docs
+        return len(self.positions)
 
     def __call__(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.search(queries, k)
 
-    @torch.no_grad()
     def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, document positions), each (Q, min(k, n_docs)), best first."""
         k = min(k, len(self))
-        q = self.model.encode_queries(list(queries), show_progress=self.show_progress)
-        if self.kind == "dense":
-            scores = torch.from_numpy(np.asarray(q, dtype=np.float32)) @ self.documents.T
-            top = torch.topk(scores, k, dim=1)
-            return top.values.numpy(), top.indices.numpy()
-        out_s, out_i = [], []
-        bar = tqdm(total=len(q), desc="maxsim search", unit="query", disable=not self.show_progress)
-        for qs in range(0, len(q), self.query_chunk):
-            qp, qm = pad_token_vectors([torch.from_numpy(np.asarray(x, dtype=np.float32))
-                                        for x in q[qs:qs + self.query_chunk]])
-            rows = [maxsim(qp, dp, qm, dm, doc_chunk_size=64) for dp, dm in self.doc_chunks]
-            top = torch.topk(torch.cat(rows, dim=1), k, dim=1)
-            out_s.append(top.values), out_i.append(top.indices)
-            bar.update(qp.shape[0])
-        bar.close()
-        return torch.cat(out_s).numpy(), torch.cat(out_i).numpy()
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        idx = np.full((len(queries), k), -1, dtype=np.int64)
+        for row, hits in enumerate(self.index.search(list(queries), k=k, **self.search_params)):
+            kept = [(h.score, self.positions[h.doc_id]) for h in hits if h.doc_id in self.positions][:k]
+            for col, (score, pos) in enumerate(kept):
+                scores[row, col], idx[row, col] = score, pos
+        return scores, idx
+
+    def close(self) -> None:
+        self.index.close()
+
+
+class ExactSearcher(IndexSearcher):
+    """Exact top-k (dense inner product or ColBERT MaxSim) over `documents`: a flat index of the project built
+    in a temporary folder (removed by `close()` or at exit) — the same search code the index folders use."""
+
+    def __init__(self, model: Any, documents: Sequence[str], show_progress: bool = True, chunk_size: int = 4096):
+        from ..index import Index
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="mbret-mine-")
+        docs = ({"id": str(i), "text": t} for i, t in enumerate(documents))
+        kind = getattr(model, "kind", "dense")
+        index = Index.build(Path(self._tmp.name) / "index", docs, kind, "flat", model, show_progress=show_progress,
+                            chunk_size=chunk_size)
+        super().__init__(index, [str(i) for i in range(len(documents))])
+
+    def close(self) -> None:
+        super().close()
+        self._tmp.cleanup()
 
 
 def _cross_encoder(ce: Any) -> Any:
@@ -132,8 +139,8 @@ def mine_hard_negatives(
     for row, qid in enumerate(tqdm(qids, desc="mine negatives", unit="query", disable=not show_progress)):
         positives = [d for d, s in qrels[qid].items() if s > 0 and d in corpus]
         pos_keys = {text_key(corpus[d]) for d in positives}
-        retr = {doc_ids[j]: float(s) for s, j in zip(scores[row], indices[row])}
-        window = [doc_ids[j] for j in indices[row][range_min:range_max]]
+        retr = {doc_ids[j]: float(s) for s, j in zip(scores[row], indices[row]) if j >= 0}
+        window = [doc_ids[j] for j in indices[row][range_min:range_max] if j >= 0]
         cands = [d for d in window if d not in positives and text_key(corpus[d]) not in pos_keys]
         ce_scores: dict[str, float] = {}
         if ce is not None and cands:
@@ -150,7 +157,7 @@ def mine_hard_negatives(
             if teacher_scores == "retriever":
                 teacher = [retr.get(pid, float("nan"))] + [retr[d] for d in negs]
                 if np.isnan(teacher[0]):  # positive ranked outside the search depth: score it as the lowest
-                    teacher[0] = min([*teacher[1:], float(scores[row][-1])])
+                    teacher[0] = min([*teacher[1:], *retr.values()])
             elif teacher_scores == "cross_encoder":
                 teacher = [ce_scores[pid]] + [ce_scores[d] for d in negs]
             out.append(MinedExample(qid, queries[qid], pid, corpus[pid], list(negs), [corpus[d] for d in negs],
@@ -174,9 +181,11 @@ def write_mined_jsonl(examples: Sequence[MinedExample], path: str | os.PathLike)
 
 
 def mine_beir(model: Any, beir_dir: str | os.PathLike, output: str | os.PathLike, split: str = "train",
-              show_progress: bool = True, **kwargs) -> Path:
+              show_progress: bool = True, index: str | os.PathLike | None = None,
+              search_params: Mapping[str, Any] | None = None, **kwargs) -> Path:
     """Mine negatives for a BEIR split with `model` (BiEncoder / ColBERT, or a path loaded as dense) and
-    write the JSONL; `kwargs` go to `mine_hard_negatives`."""
+    write the JSONL; `kwargs` go to `mine_hard_negatives`. `index`: an index folder of this corpus built with
+    `model` (e.g. `mbret index DATASET DIR`); without it, exact search over a temporary flat index."""
     from ..data import document_text, read_beir_folder
 
     if isinstance(model, (str, os.PathLike)):
@@ -185,6 +194,19 @@ def mine_beir(model: Any, beir_dir: str | os.PathLike, output: str | os.PathLike
         model = BiEncoder.from_pretrained(str(model))
     ds = read_beir_folder(beir_dir, split)
     corpus = {d: document_text(doc) for d, doc in ds.corpus.items()}
-    searcher = ExactSearcher(model, list(corpus.values()), show_progress=show_progress)
-    mined = mine_hard_negatives(ds.queries, corpus, ds.qrels, searcher, show_progress=show_progress, **kwargs)
+    if index is not None:
+        from ..index import Index
+
+        searcher: IndexSearcher = IndexSearcher(Index.open(index, model), list(corpus), **dict(search_params or {}))
+        missing = len(corpus) - len(searcher.index)
+        if missing > 0:
+            searcher.close()
+            raise ValueError(f"{index} holds {len(searcher.index)} documents, fewer than the {len(corpus)} of "
+                             f"{beir_dir}: build it from the same corpus")
+    else:
+        searcher = ExactSearcher(model, list(corpus.values()), show_progress=show_progress)
+    try:
+        mined = mine_hard_negatives(ds.queries, corpus, ds.qrels, searcher, show_progress=show_progress, **kwargs)
+    finally:
+        searcher.close()
     return write_mined_jsonl(mined, output)

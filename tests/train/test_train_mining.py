@@ -68,7 +68,7 @@ def test_exact_searcher_and_mine_beir(tiny_modernbert, tmp_path):
     assert idx.shape == (2, 3) and set(idx[0, :2]) == {0, 3} and idx[1, 0] == 2
     assert np.all(np.diff(scores, axis=1) <= 1e-6)
     colbert = ColBERT.from_pretrained(tiny_modernbert, dim=8, device="cpu")
-    _, idx = ExactSearcher(colbert, docs, show_progress=False, doc_chunk=2).search(["blue sky"], 4)
+    _, idx = ExactSearcher(colbert, docs, show_progress=False).search(["blue sky"], 4)
     assert idx.shape == (1, 4) and sorted(idx[0]) == [0, 1, 2, 3]
 
     (tmp_path / "b" / "qrels").mkdir(parents=True)
