@@ -43,6 +43,7 @@ class BiEncoderConfig:
     query_prompt: str = ""
     document_prompt: str = ""
     include_prompt: bool = True  # False: prompt tokens are left out of mean/max pooling
+    do_lower_case: bool = False  # lowercase texts before tokenizing (sentence_bert_config.json)
     chunking: ChunkingConfig | None = None  # long documents: overlapping windows, max of chunk scores
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
 
@@ -118,7 +119,8 @@ class BiEncoder(nn.Module):
                             "type": "sentence_transformers.models.Normalize"})
         _write_json(path / "modules.json", modules)
         _write_json(path / "sentence_bert_config.json",
-                    {"max_seq_length": self.encoder.config.max_length, "do_lower_case": False})
+                    {"max_seq_length": self.encoder.config.max_length,
+                     "do_lower_case": self.config.do_lower_case})
         import sentence_transformers
         import transformers
 
@@ -152,7 +154,9 @@ class BiEncoder(nn.Module):
     def embed_batch(self, batch: EncodedBatch, prompt_lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Token states -> vectors (pool, dense layers, normalise, truncate). Differentiable."""
         skip = None if self.config.include_prompt else prompt_lengths
-        x = self.dense(pool(batch, self.config.pooling, skip_first=skip))
+        x = pool(batch, self.config.pooling, skip_first=skip)
+        if len(self.dense):  # Dense layers stay float32 when the transformer runs in bf16/fp16
+            x = self.dense(x.to(next(self.dense.parameters()).dtype))
         if self.config.normalize:
             x = normalize(x)
         return truncate_dim(x, self.config.truncate_dim, renormalize=self.config.normalize)
@@ -207,21 +211,34 @@ class BiEncoder(nn.Module):
         return max_pool_chunk_scores(q @ chunks.T, owners, len(documents))
 
     # ------------------------------------------------------------------ helpers
-    def _tokenize(self, texts: Sequence[str], is_query: bool) -> tuple[list[list[int]], torch.Tensor | None]:
+    def _prepare(self, texts: Sequence[str], prompt: str) -> list[str]:
+        """prompt + text, stripped (and lowercased when configured), as sentence-transformers tokenizes:
+        with byte-level BPE tokenizers (ModernBERT) leading/trailing whitespace would change the tokens."""
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"text {i} is {type(t).__name__}, expected str")
+        out = [(prompt + t).strip() for t in texts]
+        return [t.lower() for t in out] if self.config.do_lower_case else out
+
+    def _tokenize(self, texts: Sequence[str], is_query: bool,
+                  max_length: int | None = None) -> tuple[list[list[int]], torch.Tensor | None]:
+        """Token ids (truncated) and, when prompt tokens are left out of pooling, the prompt length per text."""
+        if isinstance(texts, str):
+            raise TypeError("expected a list of texts, not a single string")
         prompt = self.config.query_prompt if is_query else self.config.document_prompt
-        ids = self.encoder.tokenize(texts, prompt=prompt)
+        ids = self.encoder.tokenize(self._prepare(texts, prompt), max_length=max_length)
         if not prompt or self.config.include_prompt:
             return ids, None
         # prompt tokens (after the leading special token) are excluded from pooling, as in sentence-transformers
-        n = len(self.encoder.tokenize([prompt])[0]) - 1
+        n = len(self.encoder.tokenize(self._prepare([""], prompt))[0]) - 1
         return ids, torch.full((len(ids),), n, dtype=torch.long)
 
     def _chunk(self, texts: Sequence[str], chunking: ChunkingConfig):
         """Untruncated token ids cut into overlapping windows (special tokens repeated on each)."""
         tok = self.encoder.tokenizer
-        ids = tokenize_untruncated(tok, texts, prompt=self.config.document_prompt)
+        ids = tokenize_untruncated(tok, self._prepare(texts, self.config.document_prompt))
         lead, trail = special_token_layout(tok)
-        prompt = self.config.document_prompt
+        prompt = self._prepare([""], self.config.document_prompt)[0]
         if prompt:  # the prompt is repeated on every chunk, like the leading special tokens
             lead += len(tok(prompt, add_special_tokens=False)["input_ids"])
         max_len = min(chunking.max_tokens, self.encoder.config.max_length)
@@ -284,9 +301,12 @@ def _read_st_dir(root: Path, config: BiEncoderConfig, enc_cfg: EncoderConfig):
     for name in ("sentence_bert_config.json",):
         f = transformer_dir / name if (transformer_dir / name).is_file() else root / name
         if f.is_file():
-            max_len = json.loads(f.read_text()).get("max_seq_length")
+            sbert = json.loads(f.read_text())
+            max_len = sbert.get("max_seq_length")
             if max_len and enc_cfg.max_length == EncoderConfig.max_length:
                 enc_cfg = replace(enc_cfg, max_length=int(max_len))
+            if not config.do_lower_case:
+                updates["do_lower_case"] = bool(sbert.get("do_lower_case", False))
     st_cfg = root / "config_sentence_transformers.json"
     if st_cfg.is_file():
         prompts = json.loads(st_cfg.read_text()).get("prompts") or {}

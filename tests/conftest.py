@@ -59,6 +59,41 @@ def tiny_modernbert(tmp_path_factory, minilm_path) -> str:
     return str(build_tiny_modernbert(tmp_path_factory.mktemp("tiny_modernbert"), minilm_path))
 
 
+BPE_TRAINING_TEXT = [
+    "The cat sits on the mat. Quantum computers use qubits. Paris is the capital of France.",
+    "def parse(line):\n    return line.strip().split(',')  # code, with indentation and newlines",
+    "Vaccines train the immune system; HTTP requests carry headers. Hello world, hello WORLD!",
+]
+
+
+def build_bpe_tokenizer(path: Path) -> Path:
+    """A byte-level BPE tokenizer like ModernBERT's (whitespace is part of the tokens), trained offline on a
+    few sentences, with [CLS] text [SEP] framing."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(BPE_TRAINING_TEXT * 4, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+                                                       special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+    fast.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_modernbert_bpe(tmp_path_factory) -> str:
+    """The tiny random ModernBERT with a byte-level BPE tokenizer (ModernBERT's kind of tokenizer)."""
+    tok = build_bpe_tokenizer(tmp_path_factory.mktemp("bpe_tokenizer"))
+    return str(build_tiny_modernbert(tmp_path_factory.mktemp("tiny_modernbert_bpe"), str(tok)))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -129,3 +129,39 @@ def test_chunking_reaches_past_max_length(minilm_path):
     assert len(chunks) >= n_tokens // 32 + 1
     query = ["What is the capital of France?"]
     assert chunked.score(query, [long_doc])[0, 0] > plain.score(query, [long_doc])[0, 0] + 0.2
+
+
+WHITESPACE = ["  hello world  ", "hello world\n", "\tThe cat sits on the mat. ", "Paris is the capital of France."]
+
+
+@pytest.mark.parametrize("lower", [False, True])
+def test_bpe_tokenizer_whitespace_and_case_match_sentence_transformers(st, tiny_modernbert_bpe, tmp_path, lower):
+    """Byte-level BPE (ModernBERT's tokenizer kind) turns whitespace into tokens: like sentence-transformers,
+    prompt + text is stripped (and lowercased when do_lower_case) before tokenizing."""
+    cfg = BiEncoderConfig(query_prompt="query: ", document_prompt="", include_prompt=False, do_lower_case=lower)
+    model = BiEncoder.from_pretrained(tiny_modernbert_bpe, cfg, device="cpu")
+    model.save_pretrained(tmp_path / "m")
+    theirs = st.SentenceTransformer(str(tmp_path / "m"), device="cpu")
+    assert theirs[0].do_lower_case is lower
+    np.testing.assert_allclose(model.encode_documents(WHITESPACE), theirs.encode(WHITESPACE), atol=2e-5)
+    np.testing.assert_allclose(model.encode_queries(WHITESPACE),
+                               theirs.encode(WHITESPACE, prompt_name="query"), atol=2e-5)
+    again = BiEncoder.from_pretrained(str(tmp_path / "m"))
+    assert again.config.do_lower_case is lower
+    if lower:  # case no longer matters
+        np.testing.assert_allclose(again.encode_documents(["HELLO World"]), again.encode_documents(["hello world"]),
+                                   atol=1e-6)
+
+
+def test_dense_layer_runs_in_bf16(tiny_modernbert, tmp_path):
+    """Dense layers stay float32 while the transformer runs in bf16 (the GPU default)."""
+    from mbert_retrieval.biencoder import _DenseBlock
+
+    model = BiEncoder.from_pretrained(tiny_modernbert, device="cpu")
+    model.dense = torch.nn.Sequential(_DenseBlock(torch.nn.Linear(model.encoder.hidden_size, 16)))
+    model.save_pretrained(tmp_path / "m")
+    fp32 = BiEncoder.from_pretrained(str(tmp_path / "m"), device="cpu")
+    bf16 = BiEncoder.from_pretrained(str(tmp_path / "m"), device="cpu", dtype="bfloat16")
+    a, b = fp32.encode_documents(SENTENCES), bf16.encode_documents(SENTENCES)
+    assert b.dtype == np.float32 and b.shape == (4, 16)
+    assert np.min(np.sum(a * b, axis=1)) > 0.95  # same vectors up to bf16 rounding

@@ -57,8 +57,11 @@ class Hit:
 class Index:
     """A dense or ColBERT index on disk. Build with `create` + `add` + `finalize` (or `build`), load with `open`."""
 
-    def __init__(self, path: Path, manifest: IndexManifest, docstore: DocStore, store: VectorStore, structure: Any, model: Any) -> None:
+    def __init__(self, path: Path, manifest: IndexManifest, docstore: DocStore, store: VectorStore, structure: Any, model: Any,
+                 overrides: Mapping[str, Any] | None = None) -> None:  # fmt: skip
         self.path, self.manifest, self.docstore, self.store, self.structure, self.model = path, manifest, docstore, store, structure, model
+        self._overrides = dict(overrides or {})  # this session's search settings (kept across `_sync`)
+        self._data_version = docstore.data_version()
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -84,8 +87,9 @@ class Index:
             model_revision=getattr(model, "revision", None), params={"chunk_size": int(chunk_size), "autosave": bool(autosave), **stored},
         )  # fmt: skip
         path.mkdir(parents=True, exist_ok=True)
+        DocStore(path / DOCSTORE_NAME).close()  # before the manifest: a folder with a manifest can always be opened
         manifest.save(path)
-        return cls._assemble(path, manifest, model, verify=False, new=True)
+        return cls._assemble(path, manifest, model, verify=False)
 
     @classmethod
     def open(cls, path: str | Path, model: Any = None, *, verify: bool = True, **overrides: Any) -> "Index":
@@ -117,29 +121,62 @@ class Index:
         return index
 
     @classmethod
-    def _assemble(cls, path: Path, manifest: IndexManifest, model: Any, verify: bool, overrides: Mapping[str, Any] | None = None,
-                  new: bool = False) -> "Index":  # fmt: skip
-        if not new and not (path / DOCSTORE_NAME).is_file():
+    def _assemble(cls, path: Path, manifest: IndexManifest, model: Any, verify: bool,
+                  overrides: Mapping[str, Any] | None = None) -> "Index":  # fmt: skip
+        if not (path / DOCSTORE_NAME).is_file():
             raise IndexCorruptError(f"index file {DOCSTORE_NAME!r} is missing from {path}")
         docstore = DocStore(path / DOCSTORE_NAME)
         try:
             if verify:
                 docstore.quick_check()
-            store = VectorStore(path, manifest.kind, manifest.dim)
-            for chunk in docstore.chunks():
-                store.verify(chunk, check_hash=verify)
-                store.register(chunk)
-            for name, record in manifest.file_records().items():
-                verify_file(path / name, record, check_hash=verify)
-            params = {k: v for k, v in {**manifest.params, **(overrides or {})}.items() if k not in (*_BUILD_PARAMS, "state")}
-            structure = make_structure(manifest.kind, manifest.index_type, manifest.quantization, manifest.dim, params, store)
-            structure.load(path, manifest.generation, manifest.params.get("state", {}))
-            index = cls(path, manifest, docstore, store, structure, model)
+            store, structure = cls._load_vectors(path, manifest, docstore, overrides, verify)
+            index = cls(path, manifest, docstore, store, structure, model, overrides)
             index._reconcile()
         except BaseException:
             docstore.close()
             raise
         return index
+
+    @staticmethod
+    def _load_vectors(path: Path, manifest: IndexManifest, docstore: DocStore, overrides: Mapping[str, Any] | None,
+                      verify: bool) -> tuple[VectorStore, Any]:  # fmt: skip
+        """Chunk registry and search structure of `manifest`. The structure files are read whole anyway, so
+        their sha256 is always checked (a same-size corruption is caught on every open); the memory-mapped
+        chunk files only with `verify`."""
+        store = VectorStore(path, manifest.kind, manifest.dim)
+        for chunk in docstore.chunks():
+            store.verify(chunk, check_hash=verify)
+            store.register(chunk)
+        for name, record in manifest.file_records().items():
+            verify_file(path / name, record, check_hash=True)
+        params = {k: v for k, v in {**manifest.params, **(overrides or {})}.items() if k not in (*_BUILD_PARAMS, "state")}
+        structure = make_structure(manifest.kind, manifest.index_type, manifest.quantization, manifest.dim, params, store)
+        structure.load(path, manifest.generation, manifest.params.get("state", {}))
+        return store, structure
+
+    def _sync(self, locked: bool) -> None:
+        """Catch up with what another process wrote since this one loaded the index (`mbret add` beside a
+        running `mbret serve`, two writers one after the other): SQLite's data_version tells that another
+        connection committed; then manifest, chunk registry and structure are reloaded and reconciled.
+        Writers call it holding the writer lock; readers only when the lock is free (else they keep serving
+        the state they have, and catch up on a later call)."""
+        version = self.docstore.data_version()
+        if version == self._data_version:
+            return
+        if not locked:
+            try:
+                with writer_lock(self.path):
+                    self._sync(locked=True)
+            except (IndexStateError, OSError):  # a writer is busy (or the folder is read-only): later
+                pass
+            return
+        manifest = IndexManifest.load(self.path)
+        manifest.params.update({k: v for k, v in self.manifest.params.items() if k in _BUILD_PARAMS})
+        self.store, self.structure = self._load_vectors(self.path, manifest, self.docstore, self._overrides, False)
+        self.manifest = manifest
+        self._reconcile()
+        self._data_version = version
+        logger.info("%s was changed by another process: reloaded (%d documents)", self.path, len(self))
 
     # ----------------------------------------------------------------- internal helpers
     @property
@@ -258,6 +295,7 @@ class Index:
         """Encode and add documents (`{"id", "text", "title"?, "metadata"?}`); ids already in the index are
         skipped, so re-running an interrupted `add` resumes it. Returns the number of documents added."""
         with writer_lock(self.path):
+            self._sync(locked=True)
             self._cleanup()
             n = self._ingest(docs, vectors, replace=False, show_progress=show_progress)
             self._after_write()
@@ -266,6 +304,7 @@ class Index:
     def update(self, docs: Iterable[Mapping[str, Any]], *, vectors: Iterable[Any] | None = None, show_progress: bool = False) -> int:
         """Insert or replace documents by id (unchanged text/title are not re-encoded). Returns the number encoded."""
         with writer_lock(self.path):
+            self._sync(locked=True)
             self._cleanup()
             n = self._ingest(docs, vectors, replace=True, show_progress=show_progress)
             self._after_write()
@@ -274,6 +313,7 @@ class Index:
     def delete(self, ids: Sequence[str]) -> int:
         """Delete documents by id (unknown ids are ignored). Returns the number deleted."""
         with writer_lock(self.path):
+            self._sync(locked=True)
             iids = self.docstore.delete([str(i) for i in ids])
             self.structure.remove(np.asarray(iids, dtype=np.int64))
             self._after_write()
@@ -283,6 +323,7 @@ class Index:
         """Train the structure when it needs it (IVF-PQ, int8, PLAID) from the chunk files, index every
         document and checkpoint; the index becomes "ready"."""
         with writer_lock(self.path):
+            self._sync(locked=True)
             self._cleanup()
             if not self._can_add():
                 if self.store.n_vectors == 0:
@@ -298,6 +339,7 @@ class Index:
         """Checkpoint the structure under a new generation, then atomically point the manifest to it
         (done automatically after each write when `autosave` is on)."""
         with writer_lock(self.path):
+            self._sync(locked=True)
             self._save()
 
     def _save(self) -> None:
@@ -319,6 +361,7 @@ class Index:
     def compact(self) -> None:
         """Rewrite chunk files and structure without deleted documents, and purge them from SQLite."""
         with writer_lock(self.path):
+            self._sync(locked=True)
             self._cleanup()
             live, _ = self.docstore.live_iids()
             _, seq = self.docstore.counters()
@@ -368,6 +411,7 @@ class Index:
         vectors, n = self._query_vectors(queries)
         if n == 0:
             return []
+        self._sync(locked=False)
         allowed = None
         if filter:
             allowed = self.docstore.filter_iids(filter)
@@ -382,6 +426,7 @@ class Index:
 
     def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
         """Stored documents by id (None for unknown ids)."""
+        self._sync(locked=False)
         return [None if r is None else r.to_dict() for r in self.docstore.get([str(i) for i in ids])]
 
     def __len__(self) -> int:

@@ -203,6 +203,10 @@ class DocStore:
         if result[0][0] != "ok":
             raise IndexCorruptError(f"document store {self.path.name!r} is corrupt: {result[0][0]}")
 
+    def data_version(self) -> int:
+        """SQLite's `PRAGMA data_version`: changes when another connection (another process) commits."""
+        return int(self._query("PRAGMA data_version")[0][0])
+
     def counters(self) -> tuple[int, int]:
         """(next internal id, next chunk number): never reused, even after compaction."""
         meta = dict(self._query("SELECT key, value FROM meta"))

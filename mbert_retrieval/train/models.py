@@ -76,13 +76,7 @@ class TrainEncoder:
 
     def _dense(self, texts: list[str], is_query: bool) -> torch.Tensor:
         m = self.model
-        prompt = m.config.query_prompt if is_query else m.config.document_prompt
-        max_len = self.max_query_length if is_query else self.max_doc_length
-        ids = m.encoder.tokenize(texts, prompt=prompt, max_length=max_len)
-        prompt_len = None
-        if prompt and not m.config.include_prompt:
-            n = len(m.encoder.tokenize([prompt])[0]) - 1
-            prompt_len = torch.full((len(ids),), n, dtype=torch.long)
+        ids, prompt_len = m._tokenize(texts, is_query, self.max_query_length if is_query else self.max_doc_length)
         return m.embed_batch(m.encoder.forward_ids(ids), prompt_len)
 
 

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from .config import ConfigError, TrainConfig
 from .data import epoch_batches, load_examples, num_batches
-from .dist import all_reduce_gradients, all_reduce_mean
+from .dist import all_reduce_gradients, all_reduce_mean, rank_and_world
 from .gradcache import grad_cache_step
 from .losses import RetrievalLoss
 from .models import TrainEncoder, load_model, parameter_groups
@@ -76,8 +76,13 @@ class Trainer:
         if not config.data:
             raise ConfigError("data", "required: BEIR folder(s) and/or JSONL file(s)")
         self.config = config
-        self.state = PartialState()
+        # cpu=True on a machine without CUDA: otherwise accelerate does not join a torchrun launch's gloo
+        # group and every process would train alone on the same batches, each writing the outputs
+        self.state = PartialState(cpu=not torch.cuda.is_available())
         self.rank, self.world = self.state.process_index, self.state.num_processes
+        if (self.rank, self.world) != rank_and_world() and torch.distributed.is_initialized():
+            raise RuntimeError(f"accelerate sees rank {self.rank} of {self.world}, torch.distributed "
+                               f"{rank_and_world()}: launch with torchrun or accelerate launch")
         self.device = self.state.device
         self.output_dir = Path(config.output_dir)
         self.examples = load_examples(config.data, config.split)

@@ -204,6 +204,8 @@ def test_corrupt_and_truncated_files(tmp_path, dense_model):
     faiss_file.write_bytes(bytes(data))
     with pytest.raises(IndexCorruptError, match=faiss_file.name):
         Index.open(root, dense_model)
+    with pytest.raises(IndexCorruptError, match=faiss_file.name):  # same size: caught without verify too
+        Index.open(root, dense_model, verify=False)
     data[len(data) // 2] ^= 0xFF
     faiss_file.write_bytes(bytes(data))
     Index.open(root, dense_model).close()
@@ -288,3 +290,39 @@ def test_autosave_off_and_explicit_save(tmp_path, dense_model):
     with pytest.raises(ValueError, match="k must"):
         index.search("w1", k=0)
     assert index.search([], k=3) == []
+
+
+@pytest.mark.parametrize("kind,index_type,extra", [("dense", "flat", {}), ("dense", "hnsw", {}),
+                                                   ("colbert", "plaid", {"nbits": 2, "n_centroids": 32})])
+def test_two_processes_writing_and_reading_one_index(tmp_path, kind, index_type, extra):
+    """A writes, B (opened before) reads and writes after: nothing is lost, and a long-lived reader (a server)
+    sees the other's documents. Separate Index objects have separate SQLite connections, as two processes do."""
+    model = FakeDenseModel() if kind == "dense" else FakeColbertModel()
+    docs = make_docs(90, words=12)
+    Index.build(tmp_path / "ix", docs[:60], kind, index_type, model, chunk_size=20, **extra).close()
+    a, b = Index.open(tmp_path / "ix", model), Index.open(tmp_path / "ix", model)
+    a.add(docs[60:75])
+    assert b.search(docs[70]["text"], k=1)[0][0].doc_id == "d70" and len(b) == 75  # the reader caught up
+    b.add(docs[75:])  # the second writer starts from what the first wrote
+    b.delete(["d3"])
+    assert a.search(docs[80]["text"], k=1)[0][0].doc_id == "d80"
+    assert all(h.doc_id != "d3" for h in a.search(docs[3]["text"], k=5)[0])
+    a.close(), b.close()
+    back = Index.open(tmp_path / "ix", model)
+    assert len(back) == 89 and _structure_ids(back) == _live_iids(back)
+    for i in (10, 65, 85):
+        assert back.search(docs[i]["text"], k=1)[0][0].doc_id == f"d{i}"
+
+
+def test_crash_right_after_create_is_resumable(tmp_path, dense_model, monkeypatch):
+    """The document store exists before the manifest: a build killed right after writing it can be re-run."""
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Index, "_assemble", crash)
+    with pytest.raises(KeyboardInterrupt):
+        Index.create(tmp_path / "ix", "dense", "flat", dense_model)
+    monkeypatch.undo()
+    index = Index.build(tmp_path / "ix", make_docs(5), "dense", "flat", dense_model)
+    assert len(index) == 5

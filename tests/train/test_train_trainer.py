@@ -71,3 +71,64 @@ def test_colbert_final_is_pylate_format(tiny_modernbert, triples_file, tmp_path)
 
     reloaded = ColBERT.from_pretrained(str(final))
     assert reloaded.dim == 16
+
+
+_TORCHRUN_SCRIPT = """
+import sys
+import torch
+from safetensors.torch import save_file
+from mbert_retrieval.train import TrainConfig, Trainer
+
+model, data, out, bs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+torch.set_num_threads(1)
+cfg = TrainConfig(model=model, data=[data], output_dir=out, batch_size=bs, max_steps=3, lr=1e-3, warmup_ratio=0.0,
+                  max_query_length=16, max_doc_length=24, seed=3, drop_last=True, temperature=0.1)
+t = Trainer(cfg)
+t.run(show_progress=False)
+print("RANK", t.rank, "WORLD", t.world, flush=True)
+if t.rank == 0:
+    save_file({k: v.contiguous() for k, v in t.model.state_dict().items()}, out + "/weights.safetensors")
+    print("LOSSES", [h["loss"] for h in t.history], flush=True)
+"""
+
+
+def _losses(stdout: str) -> list[float]:
+    line = next(x for x in stdout.splitlines() if x.startswith("LOSSES"))
+    return [float(v) for v in line.split(" ", 1)[1].strip("[]").split(",")]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_torchrun_two_processes_equal_one_process_with_the_global_batch(tiny_modernbert, triples_file, tmp_path):
+    """`torchrun --nproc-per-node 2` with batch 4 per process trains like one process with batch 8: same
+    losses (negatives gathered across processes), same weights (gradients averaged); only rank 0 writes."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    script = tmp_path / "fit.py"
+    script.write_text(_TORCHRUN_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    args = [str(tiny_modernbert), str(triples_file)]
+    one = subprocess.run([sys.executable, str(script), *args, str(tmp_path / "one"), "8"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                          "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), str(script), *args,
+                          str(tmp_path / "two"), "4"], env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "RANK 0 WORLD 2" in two.stdout and "RANK 1 WORLD 2" in two.stdout
+    assert two.stdout.count("LOSSES") == 1  # rank 0 alone reports (and writes final/, logs)
+    assert _losses(two.stdout) == pytest.approx(_losses(one.stdout), abs=1e-4)
+    w1, w2 = load_file(str(tmp_path / "one" / "weights.safetensors")), load_file(str(tmp_path / "two" / "weights.safetensors"))
+    assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) < 1e-4
+    assert (tmp_path / "two" / "final").is_dir()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
