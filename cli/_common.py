@@ -45,11 +45,20 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+_EXTRAS = {"faiss": "pip install 'mbert-retrieval[cpu]' (or [gpu] on a CUDA machine)",
+           "fastapi": "pip install 'mbert-retrieval[server]'", "uvicorn": "pip install 'mbert-retrieval[server]'",
+           "ray": "pip install 'mbert-retrieval[ray]'", "datasets": "pip install 'mbert-retrieval[hub]'",
+           "pylate": "pip install 'mbert-retrieval[pylate-deps]' && pip install --no-deps pylate==1.6.0"}
+
+
 def format_error(exc: BaseException) -> str:
     """One-line message; malformed-input errors lead with `file:line:` like a compiler."""
     from mbert_retrieval.data import DataError
 
     text = str(exc) or type(exc).__name__
+    root = (getattr(exc, "name", None) or "").split(".")[0] if isinstance(exc, ModuleNotFoundError) else ""
+    if root in _EXTRAS:
+        return f"{text}: install it with {_EXTRAS[root]}"
     if isinstance(exc, DataError) and exc.path and exc.line is not None:
         where = f"{exc.path}, line {exc.line}" + (f", field {exc.field!r}" if exc.field is not None else "")
         rest = text[len(where) + 2:] if text.startswith(where + ": ") else text

@@ -89,9 +89,8 @@ def index_cmd(
         params = parse_params(param)
         if quantization:
             params["quantization"] = quantization
-        if shards is not None:
-            _check_index_params(kind, index_type, params)
-        elif is_sharded(index_dir):
+        _check_index_params(kind, index_type, params)  # before reading the corpus and loading the model
+        if shards is None and is_sharded(index_dir):
             raise BadInput(f"{index_dir} holds a sharded index: re-run with the same --shards N to resume or "
                            "check it, or build into another folder")
         with status(f"reading {corpus}", enabled=not quiet):
@@ -159,7 +158,7 @@ def _check_shard_options(shards: int | None, ray: str | None, workers: int | Non
 
 
 def _check_index_params(kind: str, index_type: str, params: dict[str, Any]) -> None:
-    """Index settings are checked before hours of encoding (an unsharded build checks them at once anyway)."""
+    """Index settings are checked before the corpus is read and hours of encoding begin."""
     from mbert_retrieval.index.structures import make_config
 
     rest = {k: v for k, v in params.items() if k != "quantization"}
@@ -267,7 +266,12 @@ def search_cmd(
         retriever = _open(index_dir, model, model_options(batch_size, max_tokens, device), hybrid, quiet=json_out)
         with retriever:
             ids, texts = list(queries), list(queries.values())
-            results = retriever.search(texts, k=k, filter=flt, **params)
+            try:
+                results = retriever.search(texts, k=k, filter=flt, **params)
+            except TypeError as exc:
+                if not params:
+                    raise
+                raise BadInput(f"--param {' '.join(param or [])}: {exc}") from None
         if json_out:
             if queries_file is None:
                 print_json({"query": query, "k": k, "filter": flt, "results": _result_rows(results[0])})

@@ -98,6 +98,10 @@ class DatasetUnavailable(RuntimeError):
     """A dataset could not be found locally and could not be downloaded (offline, no such dataset...)."""
 
 
+class UnknownDataset(DatasetUnavailable, ValueError):
+    """A dataset argument that names no folder, BEIR/CoIR dataset or hub dataset (bad input, exit code 2)."""
+
+
 @dataclass
 class ResolvedDataset:
     """A loaded dataset and its provenance."""
@@ -340,7 +344,7 @@ def resolve_dataset(spec: str | os.PathLike | ResolvedDataset | BeirDataset, spl
         return res
     task = _hub_task(text)
     if task is None:
-        raise DatasetUnavailable(
+        raise UnknownDataset(
             f"unknown dataset {text!r}: not a folder, not a BEIR name ({', '.join(sorted(BEIR_TASKS)[:6])}, ...), "
             f"not a CoIR name (coir/{', coir/'.join(sorted(COIR_TASKS)[:4])}, ...) nor an owner/name hub dataset")
     rev = revision if revision is not None else task.revision

@@ -37,10 +37,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .batching import token_budget_batches
-from .chunking import (ChunkingConfig, concat_chunk_vectors, special_token_layout, split_into_chunks,
-                       tokenize_untruncated)
+from .chunking import (ChunkingConfig, concat_chunk_vectors, max_pool_chunk_scores, special_token_layout,
+                       split_into_chunks, tokenize_untruncated)
 from .encoder import EncodedBatch, Encoder, EncoderConfig
-from .maxsim import maxsim, maxsim_rank, pad_token_vectors
+from .maxsim import maxsim, pad_token_vectors
 from .pooling import normalize
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class ColBERTConfig:
     skiplist_words: list[str] = field(default_factory=lambda: list(string.punctuation))
     normalize: bool = True
     seed: int = 42  # for new (random) projection layers and marker-token embeddings
+    chunking: ChunkingConfig | None = None  # long documents: overlapping windows instead of truncation
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
 
 
@@ -339,11 +340,21 @@ class ColBERT(nn.Module):
                          chunking: ChunkingConfig | None = None) -> list[np.ndarray]:
         """One float32 (n_i, dim) matrix per document (skiplist tokens removed).
 
-        With `chunking`, a document longer than `chunking.max_tokens` is not truncated: it is cut into
-        overlapping windows ([CLS] [D] ... [SEP] each), and its matrix is the union of all windows' vectors.
+        With `chunking` (default: the config's), a document longer than `chunking.max_tokens` is not truncated:
+        it is cut into overlapping windows ([CLS] [D] ... [SEP] each), and its matrix is the union of all
+        windows' vectors (what an index stores: MaxSim over the whole document). `score` and `rerank` instead
+        max-pool the chunks' own MaxSim scores.
         """
+        chunking = chunking or self.config.chunking
         if chunking is None:
             return self._encode_ids(self.tokenize_documents(texts), None, False, show_progress, "encode documents")
+        chunks, owners = self.encode_document_chunks(texts, chunking, show_progress)
+        return concat_chunk_vectors(chunks, owners, len(texts))
+
+    def encode_document_chunks(self, texts: Sequence[str], chunking: ChunkingConfig | None = None,
+                               show_progress: bool = False) -> tuple[list[np.ndarray], np.ndarray]:
+        """Long documents as overlapping windows: (one token matrix per chunk, owning document per chunk)."""
+        chunking = chunking or self.config.chunking or ChunkingConfig()
         if chunking.max_tokens > self.encoder.config.max_length:
             raise ValueError(f"chunk size {chunking.max_tokens} exceeds the encoder's max_length "
                              f"{self.encoder.config.max_length}")
@@ -352,30 +363,36 @@ class ColBERT(nn.Module):
         ids = self._tokenize(texts, is_query=False, truncate=False)
         chunks, owners = split_into_chunks(ids, chunking.max_tokens, chunking.overlap, keep_prefix, trail)
         vectors = self._encode_ids(chunks, None, False, show_progress, "encode document chunks")
-        return concat_chunk_vectors(vectors, owners, len(ids))
-
-    def _as_vectors(self, items: Sequence, is_query: bool, chunking: ChunkingConfig | None) -> list:
-        if len(items) and isinstance(items[0], str):
-            return self.encode_queries(items) if is_query else self.encode_documents(items, chunking=chunking)
-        return list(items)
+        return vectors, np.asarray(owners, dtype=np.int64)
 
     def score(self, queries: Sequence, documents: Sequence, chunking: ChunkingConfig | None = None) -> np.ndarray:
-        """(n_queries, n_documents) MaxSim scores; texts or precomputed token matrices for either side."""
-        q = self._as_vectors(queries, True, None)
-        d = self._as_vectors(documents, False, chunking)
+        """(n_queries, n_documents) MaxSim scores; texts or precomputed token matrices for either side.
+        With chunking (argument or config) and document texts, a document scores as its best chunk."""
+        q = self.encode_queries(queries) if len(queries) and isinstance(queries[0], str) else list(queries)
+        chunking = chunking or self.config.chunking
+        owners = None
+        if len(documents) and isinstance(documents[0], str):
+            if chunking is not None:
+                d, owners = self.encode_document_chunks(documents, chunking)
+            else:
+                d = self.encode_documents(documents)
+        else:
+            d = list(documents)
         if not q or not d:
-            return np.zeros((len(q), len(d)), dtype=np.float32)
+            return np.zeros((len(q), len(documents)), dtype=np.float32)
         qp, qm = pad_token_vectors(q, dtype=torch.float32)
         dp, dm = pad_token_vectors(d, dtype=torch.float32)
         with torch.no_grad():
-            return maxsim(qp, dp, qm, dm).numpy()
+            scores = maxsim(qp, dp, qm, dm).numpy()
+        return scores if owners is None else max_pool_chunk_scores(scores, owners, len(documents))
 
     def rerank(self, query, documents: Sequence, k: int | None = None,
                chunking: ChunkingConfig | None = None) -> list[tuple[int, float]]:
-        """Candidates sorted by MaxSim, best first: [(index into documents, score)], top `k` when given."""
-        q = self.encode_queries([query])[0] if isinstance(query, str) else query
-        order, scores = maxsim_rank(q, self._as_vectors(documents, False, chunking), k)
-        return [(int(i), float(s)) for i, s in zip(order, scores)]
+        """Candidates sorted by MaxSim (with chunking: best chunk), best first: [(index into documents,
+        score)], top `k` when given."""
+        scores = self.score([query] if isinstance(query, str) else [np.asarray(query)], documents, chunking)[0]
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [(int(i), float(scores[i])) for i in order]
 
     # ------------------------------------------------------------------ saving
     def save_pretrained(self, path: str | os.PathLike) -> None:

@@ -305,9 +305,26 @@ def test_chunked_documents(tiny_colbert):
     assert chunked[0].shape[0] > 3 * plain[0].shape[0]  # the whole document, not just its first 32 tokens
     # the first window is exactly the truncated document
     np.testing.assert_allclose(chunked[0][: plain[0].shape[0]], plain[0], atol=1e-5)
-    # MaxSim over the union of chunk tokens; a query about the tail now matches
-    s = tiny_colbert.score(["word190 word199"], [long_doc], chunking=chunking)
-    assert s[0, 0] >= tiny_colbert.score(["word190 word199"], [long_doc])[0, 0] - 1e-5
+    # score / rerank: a document scores as its best chunk (max-pooled chunk MaxSim scores)
+    chunks, owners = tiny_colbert.encode_document_chunks([short, long_doc], chunking)
+    assert owners.tolist()[0] == 0 and set(owners.tolist()) == {0, 1} and len(chunks) > 4
+    q = tiny_colbert.encode_queries(["word190 word199"])
+    per_chunk = tiny_colbert.score(q, chunks)[0]
+    s = tiny_colbert.score(["word190 word199"], [short, long_doc], chunking=chunking)
+    np.testing.assert_allclose(s[0], [per_chunk[owners == 0].max(), per_chunk[owners == 1].max()], atol=1e-5)
+    assert [i for i, _ in tiny_colbert.rerank("word190 word199", [short, long_doc], chunking=chunking)] == \
+        np.argsort(-s[0], kind="stable").tolist()
+    # chunking in the config: the same as passing it
+    from dataclasses import replace
+
+    configured = replace(tiny_colbert.config, chunking=chunking)
+    tiny_colbert.config, saved = configured, tiny_colbert.config
+    try:
+        again = tiny_colbert.encode_documents([long_doc, short])
+        np.testing.assert_allclose(again[0], chunked[0], atol=1e-6)
+        np.testing.assert_allclose(tiny_colbert.score(["word190 word199"], [short, long_doc]), s, atol=1e-6)
+    finally:
+        tiny_colbert.config = saved
     with pytest.raises(ValueError):
         tiny_colbert.encode_documents([long_doc], chunking=ChunkingConfig(max_tokens=4096, overlap=8))
 

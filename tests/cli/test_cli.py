@@ -186,6 +186,8 @@ def test_search_bad_usage(example_index, tmp_path):
     bad_queries.write_text('{"_id": "1", "text": "ok"}\n{"_id": "2"}\n')
     r = mbret("search", example_index, "--queries", bad_queries)
     assert r.exit_code == 2 and f"{bad_queries}:2:" in r.stderr
+    r = mbret("search", example_index, "q", "-p", "bogus=3")
+    assert r.exit_code == 2 and "bogus" in r.stderr
 
 
 # ---------------------------------------------------------------------------------------------- add / delete / info
@@ -239,6 +241,10 @@ def test_bad_options_exit_2(tmp_path, tiny_modernbert):
     assert r.exit_code == 2 and "key=value" in r.stderr
     r = mbret("index", corpus, tmp_path / "i", "--model", tmp_path / "no-such-model")
     assert r.exit_code == 2 and "no-such-model" in r.stderr
+    r = mbret("index", corpus, tmp_path / "i", "--model", tiny_modernbert, "-p", "bogus=3")
+    assert r.exit_code == 2 and "bogus" in r.stderr and not (tmp_path / "i" / "manifest.json").exists()
+    r = mbret("eval", tmp_path / "no-such-dataset", "--model", tiny_modernbert)
+    assert r.exit_code == 2 and "unknown dataset" in r.stderr
 
 
 def test_model_index_mismatch_is_a_clear_error(tmp_path, tiny_modernbert, minilm_path):
@@ -328,3 +334,12 @@ def test_bench_list_and_unknown(monkeypatch):
     monkeypatch.setattr(be, "main", lambda argv=None: seen.append(argv))
     ok(mbret("bench", "encode", "--n", "5", "--json"))
     assert seen == [["--n", "5", "--json"]]
+
+
+def test_missing_optional_dependency_names_the_extra(tmp_path, tiny_modernbert, monkeypatch):
+    """Without FAISS (a plain `pip install mbert-retrieval`, no [cpu] extra) the error says what to install."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` now raises ModuleNotFoundError
+    r = mbret("index", _jsonl(tmp_path), tmp_path / "i", "--model", tiny_modernbert, "--index", "hnsw")
+    assert r.exit_code == 1 and "mbert-retrieval[cpu]" in r.stderr, r.stderr
