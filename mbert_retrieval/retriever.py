@@ -22,9 +22,8 @@ import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
-from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .data import DataError, Document, document_text, load_corpus
 from .hybrid import BM25_DIRNAME, RRF_K, BM25Index, rrf
@@ -102,12 +101,6 @@ def normalize_documents(corpus: CorpusLike, kind: str = "auto") -> list[dict[str
     return docs
 
 
-def _batched(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
-    it = iter(items)
-    while batch := list(islice(it, size)):
-        yield batch
-
-
 # ---------------------------------------------------------------------------------------------- models
 def _absolute_if_dir(name: str | None) -> str | None:
     if name is not None and os.path.isdir(os.path.expanduser(name)):
@@ -172,7 +165,7 @@ class Retriever:
         to the packaged all-MiniLM-L6-v2 offline). `index_type`: flat | hnsw | ivfpq (dense), flat | plaid
         (colbert); `params`: index settings (e.g. `quantization="int8"`, `hnsw_m=32`, `nbits=4`).
         Resumable: building into a folder that holds an interrupted build of the same model continues it
-        (documents already committed are not encoded again). `progress(n)` is called after each chunk."""
+        (documents already committed are not encoded again). `progress(n)` is called as documents are encoded."""
         from .index import Index
 
         docs = normalize_documents(corpus, corpus_format)
@@ -197,10 +190,7 @@ class Retriever:
         retriever.resumed_from = len(index)
         try:
             retriever._write_sidecar(bm25_stale=True)
-            for batch in _batched(docs, index._chunk_size):
-                index.add(batch)
-                if progress is not None:
-                    progress(len(batch))
+            index.add(docs, progress=progress)
             index.finalize()
             if hybrid:
                 retriever._rebuild_bm25()
@@ -384,12 +374,7 @@ class Retriever:
         items = normalize_documents(docs)
 
         def run() -> int:
-            n = 0
-            for batch in _batched(items, self.index._chunk_size):
-                n += self.index.add(batch)
-                if progress is not None:
-                    progress(len(batch))
-            return n
+            return self.index.add(items, progress=progress)  # one checkpoint for the whole call
 
         return self._write(run)
 
@@ -398,12 +383,7 @@ class Retriever:
         items = normalize_documents(docs)
 
         def run() -> int:
-            n = 0
-            for batch in _batched(items, self.index._chunk_size):
-                n += self.index.update(batch)
-                if progress is not None:
-                    progress(len(batch))
-            return n
+            return self.index.update(items, progress=progress)
 
         return self._write(run)
 

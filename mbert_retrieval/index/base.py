@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from itertools import islice, repeat
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -41,6 +41,8 @@ __all__ = ["Index", "Hit"]
 DOCSTORE_NAME = "docs.sqlite"
 _STRUCTURE_FILE = re.compile(r"^(dense|plaid|exact)\.\d{6}\.")
 _BUILD_PARAMS = ("chunk_size", "autosave")
+_PROGRESS_SLICE = 256  # documents encoded between two progress reports
+ProgressFn = Callable[[int], None]
 
 
 @dataclass
@@ -224,14 +226,29 @@ class Index:
             if f.name.startswith(TMP_PREFIX) or (_STRUCTURE_FILE.match(f.name) and f.name not in self.manifest.files):
                 remove_quietly(f)
 
-    def _encode(self, texts: list[str]) -> Any:
+    def _encode(self, texts: list[str], progress: ProgressFn | None = None) -> Any:
+        """Document vectors; with `progress`, encoded in slices of `_PROGRESS_SLICE` texts, reporting each."""
         if self.model is None:
             raise IndexStateError("this index was opened without a model: pass `model=` or precomputed vectors")
-        return self.model.encode_documents(texts, show_progress=False)
+        if progress is None or len(texts) <= _PROGRESS_SLICE:
+            out = self.model.encode_documents(texts, show_progress=False)
+            if progress is not None:
+                progress(len(texts))
+            return out
+        parts = []
+        for start in range(0, len(texts), _PROGRESS_SLICE):
+            part = texts[start : start + _PROGRESS_SLICE]
+            parts.append(self.model.encode_documents(part, show_progress=False))
+            progress(len(part))
+        if self.manifest.kind == "dense":
+            return np.concatenate([np.asarray(p, dtype=np.float32) for p in parts])
+        return [m for p in parts for m in p]
 
-    def _commit_chunk(self, rows: list[tuple], vectors: Any, replace: bool) -> None:
+    def _commit_chunk(self, rows: list[tuple], vectors: Any, replace: bool, progress: ProgressFn | None = None) -> None:
         if vectors is None:
-            vectors = self._encode([f"{title} {text}" if title else text for _, text, title, _ in rows])
+            vectors = self._encode([f"{title} {text}" if title else text for _, text, title, _ in rows], progress)
+        elif progress is not None:
+            progress(len(rows))
         flat, offsets = flatten_vectors(self.manifest.kind, self.manifest.dim, vectors, len(rows))
         next_iid, next_chunk = self.docstore.counters()
         iids = np.arange(next_iid, next_iid + len(rows), dtype=np.int64)
@@ -244,7 +261,8 @@ class Index:
         if self._can_add():
             self.structure.add(iids, flat, offsets)
 
-    def _ingest(self, docs: Iterable[Mapping[str, Any]], vectors: Iterable[Any] | None, replace: bool, show_progress: bool) -> int:
+    def _ingest(self, docs: Iterable[Mapping[str, Any]], vectors: Iterable[Any] | None, replace: bool, show_progress: bool,
+                progress: ProgressFn | None = None) -> int:  # fmt: skip
         total = len(docs) if hasattr(docs, "__len__") else None  # type: ignore[arg-type]
         pairs: Iterator = zip(docs, vectors if vectors is not None else repeat(None))
         seen: set[str] = set()
@@ -258,9 +276,11 @@ class Index:
                 seen.update(ids)
                 keep = self._select(rows, replace)
                 todo = [rows[i] for i in keep]
+                if progress is not None and len(todo) < len(rows):
+                    progress(len(rows) - len(todo))  # already indexed (a resumed build) or unchanged
                 if todo:
                     vecs = None if vectors is None else [batch[i][1] for i in keep]
-                    self._commit_chunk(todo, vecs, replace)
+                    self._commit_chunk(todo, vecs, replace, progress)
                     written += len(todo)
                 bar.update(len(batch))
         return written
@@ -291,22 +311,25 @@ class Index:
         self.manifest.n_vectors = int(sum(c.n_vectors for c in self.docstore.chunks(include_dropped=True)))
 
     # ----------------------------------------------------------------- public write API
-    def add(self, docs: Iterable[Mapping[str, Any]], *, vectors: Iterable[Any] | None = None, show_progress: bool = False) -> int:
+    def add(self, docs: Iterable[Mapping[str, Any]], *, vectors: Iterable[Any] | None = None, show_progress: bool = False,
+            progress: ProgressFn | None = None) -> int:  # fmt: skip
         """Encode and add documents (`{"id", "text", "title"?, "metadata"?}`); ids already in the index are
-        skipped, so re-running an interrupted `add` resumes it. Returns the number of documents added."""
+        skipped, so re-running an interrupted `add` resumes it. Returns the number of documents added.
+        `progress(n)` is called as documents are encoded (every few hundred) or skipped."""
         with writer_lock(self.path):
             self._sync(locked=True)
             self._cleanup()
-            n = self._ingest(docs, vectors, replace=False, show_progress=show_progress)
+            n = self._ingest(docs, vectors, replace=False, show_progress=show_progress, progress=progress)
             self._after_write()
         return n
 
-    def update(self, docs: Iterable[Mapping[str, Any]], *, vectors: Iterable[Any] | None = None, show_progress: bool = False) -> int:
+    def update(self, docs: Iterable[Mapping[str, Any]], *, vectors: Iterable[Any] | None = None, show_progress: bool = False,
+               progress: ProgressFn | None = None) -> int:  # fmt: skip
         """Insert or replace documents by id (unchanged text/title are not re-encoded). Returns the number encoded."""
         with writer_lock(self.path):
             self._sync(locked=True)
             self._cleanup()
-            n = self._ingest(docs, vectors, replace=True, show_progress=show_progress)
+            n = self._ingest(docs, vectors, replace=True, show_progress=show_progress, progress=progress)
             self._after_write()
         return n
 

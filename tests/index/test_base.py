@@ -326,3 +326,20 @@ def test_crash_right_after_create_is_resumable(tmp_path, dense_model, monkeypatc
     monkeypatch.undo()
     index = Index.build(tmp_path / "ix", make_docs(5), "dense", "flat", dense_model)
     assert len(index) == 5
+
+
+def test_progress_every_slice_and_one_checkpoint_per_add(tmp_path, dense_model):
+    """Long builds report progress every few hundred documents (not once per 4096-document chunk), skipped
+    documents count too, and one `add` of several chunks writes one checkpoint."""
+    docs = make_docs(700)
+    seen: list[int] = []
+    index = Index.create(tmp_path / "ix", "dense", "hnsw", dense_model, chunk_size=4096)
+    index.add(docs[:600], progress=seen.append)
+    assert sum(seen) == 600 and len(seen) >= 3 and max(seen) <= 256
+    index.finalize()
+    generation = index.manifest.generation
+    seen.clear()
+    index = Index.open(tmp_path / "ix", dense_model, chunk_size=40)
+    assert index.add(docs, progress=seen.append) == 100  # 600 already there: skipped, and reported
+    assert sum(seen) == 700 and index.manifest.generation == generation + 1
+    assert len(index) == 700 and index.search(docs[650]["text"], k=1)[0][0].doc_id == "d650"
