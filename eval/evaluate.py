@@ -32,7 +32,8 @@ from mbert_retrieval.maxsim import maxsim, pad_token_vectors
 from ._atomic import atomic_write_json
 from .datasets import ResolvedDataset, corpus_fingerprint, resolve_dataset
 from .metrics import DEFAULT_K_VALUES, EvalResult, evaluate_run, ranked, save_trec_run
-from .results import MAIN_METRICS, average_scores, mteb_result, print_results_table, results_table
+from .results import (MAIN_METRICS, average_scores, model_meta, mteb_result, print_results_table, results_table,
+                      write_mteb_layout)
 
 logger = logging.getLogger(__name__)
 
@@ -339,7 +340,8 @@ def evaluate_model(
     `search_factory(model, dataset) -> search_fn` (built per dataset, e.g. an ANN index over its corpus).
     `cache_dir`: corpus embeddings cached (and resumed) under `<cache_dir>/embeddings`, BEIR/hub downloads under
     it too; None: no embedding cache, downloads in `default_cache_dir()`. `output_dir`: per dataset
-    `<name>/results.json` (MTEB shape), `<name>/run.trec`, `<name>/per_query.json`; plus `summary.json`.
+    `<name>/results.json` (MTEB shape), `<name>/run.trec`, `<name>/per_query.json`; plus `summary.json` and
+    `mteb/<model>/<revision>/<TaskName>.json` + `model_meta.json` (the layout MTEB's results repository reads).
     Extra keyword `options` are `EvalConfig` fields."""
     known = {f.name for f in fields(EvalConfig)}
     unknown = set(options) - known
@@ -363,6 +365,7 @@ def evaluate_model(
     out_root = Path(cfg.output_dir) if cfg.output_dir is not None else None
     reports: dict[str, DatasetReport] = {}
     report = EvaluationReport(model_name, model_rev, reports, {})
+    mteb_results: dict[str, dict[str, Any]] = {}
 
     for spec in specs:
         start = time.perf_counter()
@@ -397,6 +400,9 @@ def evaluate_model(
             dr.files = {"results": atomic_write_json(folder / "results.json", res),
                         "run": save_trec_run(run, folder / "run.trec", tag),
                         "per_query": atomic_write_json(folder / "per_query.json", result.per_query)}
+            mteb_results[ds.task_name if ds.task_name not in mteb_results else name] = res
+            report.files["mteb"] = write_mteb_layout(out_root / "mteb", mteb_results,
+                                                     model_meta(model, model_name, model_rev))
         reports[name] = dr
         report.average = average_scores([r.result for r in reports.values()])
         if out_root is not None:

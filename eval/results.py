@@ -5,6 +5,8 @@
   `evaluation_time`), plus `model_name` / `model_revision` and the dataset's content fingerprint.
 - `beir_flat`: BEIR-style flat dict (`NDCG@10`, `Recall@100`, `MRR@10`, `MAP@10`, `P@1`, ...).
 - `results_table` / `print_results_table`: a rich table over several datasets with an average row.
+- `write_mteb_layout`: the folder layout MTEB's results repository and leaderboard read,
+  `<model name with / as __>/<revision>/<TaskName>.json` next to `model_meta.json`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ __all__ = [
     "results_table",
     "print_results_table",
     "write_results_json",
+    "model_meta",
+    "write_mteb_layout",
 ]
 
 MAIN_METRICS: tuple[str, ...] = ("ndcg_at_10", "recall_at_100", "mrr_at_10", "map_at_10")
@@ -136,3 +140,39 @@ def print_results_table(results: Mapping[str, EvalResult | Mapping[str, float]],
 def write_results_json(obj: Any, path: str | os.PathLike) -> Path:
     """Write JSON atomically (UTF-8, indented)."""
     return atomic_write_json(path, obj)
+
+
+def _slug(model_name: str) -> str:
+    """MTEB's folder name for a model: the hub id with '/' as '__' (a local path: its last two parts)."""
+    parts = [p for p in str(model_name).replace("\\", "/").split("/") if p and p not in (".", "..")]
+    return "__".join(parts[-2:]) or "model"
+
+
+def model_meta(model: Any, model_name: str, model_revision: str | None) -> dict[str, Any]:
+    """MTEB's `model_meta.json` fields that can be read off a loaded model (the rest stay None)."""
+    kind = getattr(model, "kind", None)
+    params = None
+    if hasattr(model, "parameters"):
+        try:
+            params = int(sum(p.numel() for p in model.parameters()))
+        except Exception:  # noqa: BLE001 - a fake model in tests, say
+            params = None
+    encoder = getattr(model, "encoder", None)
+    max_tokens = getattr(getattr(encoder, "config", None), "max_length", None)
+    return {"name": model_name, "revision": model_revision, "release_date": None, "languages": None,
+            "n_parameters": params, "memory_usage_mb": None, "max_tokens": max_tokens,
+            "embed_dim": getattr(model, "dim", None), "license": None, "open_weights": None,
+            "public_training_code": None, "public_training_data": None,
+            "framework": ["PyTorch", "PyLate" if kind == "colbert" else "Sentence Transformers"],
+            "similarity_fn_name": "MaxSim" if kind == "colbert" else "cosine", "use_instructions": None,
+            "training_datasets": None, "adapted_from": None, "superseded_by": None, "loader": None}
+
+
+def write_mteb_layout(root: str | os.PathLike, results: Mapping[str, Mapping[str, Any]], meta: Mapping[str, Any]) -> Path:
+    """Write `<root>/<model>/<revision>/<TaskName>.json` for each MTEB-shaped result in `results` (keyed by
+    task name) and `model_meta.json` beside them; returns that folder."""
+    folder = Path(root) / _slug(str(meta.get("name") or "model")) / (meta.get("revision") or "no_revision_available")
+    for task, res in results.items():
+        atomic_write_json(folder / f"{task}.json", res)
+    atomic_write_json(folder / "model_meta.json", meta)
+    return folder

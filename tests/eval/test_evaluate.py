@@ -73,6 +73,16 @@ def test_result_files(tmp_path, scifact_slice, toy_beir, fake_models):
     assert summary["average"]["NDCG@10"] == pytest.approx(sum(nd) / 2)
     assert rep.average["ndcg_at_10"] == pytest.approx(sum(nd) / 2)
     assert set(summary["datasets"]) == {"scifact-slice", "toy"}
+    # MTEB's results-repository layout: <model>/<revision>/<TaskName>.json + model_meta.json
+    mteb = out / "mteb" / "test__hashed-bow" / "r1"
+    assert rep.files["mteb"] == mteb
+    assert sorted(p.name for p in mteb.iterdir()) == sorted(
+        [f"{rep.datasets[n].task_name}.json" for n in rep.datasets] + ["model_meta.json"])
+    for dr in rep.datasets.values():
+        assert json.loads((mteb / f"{dr.task_name}.json").read_text()) == \
+            json.loads((out / dr.name / "results.json").read_text())
+    meta = json.loads((mteb / "model_meta.json").read_text())
+    assert meta["name"] == "test/hashed-bow" and meta["revision"] == "r1" and "similarity_fn_name" in meta
     # the terminal table has one row per dataset and an average row
     console = Console(record=True, width=120)
     print_results_table({n: r.result for n, r in rep.datasets.items()}, console=console)
