@@ -3,6 +3,7 @@
 #
 #   bash examples/train_example.sh                          # starts from the default model
 #   MODEL=path/or/hub-id STEPS=40 bash examples/train_example.sh
+#   OUT=/tmp/run INDEX=/tmp/index bash examples/train_example.sh   # where the model and the index go
 #
 # examples/data/train.jsonl holds (query, positive) pairs that are different from the test queries in
 # examples/data/queries.jsonl. A few steps on 39 pairs only shows the workflow: do not expect big gains.
@@ -10,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 OUT="${OUT:-runs/example-train}"
+INDEX="${INDEX:-indexes/example-trained}"
 STEPS="${STEPS:-20}"
 MODEL_ARGS=()
 if [[ -n "${MODEL:-}" ]]; then MODEL_ARGS=(--model "$MODEL"); fi
@@ -27,6 +29,6 @@ echo "== after training"
 mbret eval examples/data --model "$FINAL" -k 10
 
 echo "== use it: index and search with the fine-tuned model"
-rm -rf indexes/example-trained
-mbret index examples/data/corpus.jsonl indexes/example-trained --model "$FINAL" -q
-mbret search indexes/example-trained "how many hours should adults sleep" -k 3
+rm -rf "$INDEX"
+mbret index examples/data/corpus.jsonl "$INDEX" --model "$FINAL" -q
+mbret search "$INDEX" "how many hours should adults sleep" -k 3

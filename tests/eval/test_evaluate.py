@@ -212,3 +212,28 @@ def test_deterministic_and_torch_threads_independent(scifact_slice, fake_models)
     finally:
         torch.set_num_threads(threads)
     assert [list(d) for d in a.values()] == [list(d) for d in b.values()]
+
+
+@pytest.mark.parametrize("name", ["codesearchnet-ruby", "cosqa"])
+def test_code_retrieval_with_real_models(tmp_path, name, shared_data, minilm_path, tiny_modernbert, make_toy_beir):
+    """The local code-retrieval sets (../shared/data) through `evaluate_model` with real models: the
+    pretrained MiniLM bi-encoder ranks far above chance, a tiny ModernBERT ColBERT runs the same path."""
+    from mbert_retrieval import BiEncoder, ColBERT
+    from mbert_retrieval.data import read_beir_folder
+
+    if not (shared_data / name / "corpus.jsonl").is_file():
+        pytest.skip(f"dataset {name!r} not found at {shared_data / name}")
+    full = read_beir_folder(shared_data / name, "test")
+    qids = list(full.qrels)[:60]
+    keep = {d for q in qids for d in full.qrels[q]} | set(list(full.corpus)[:140])
+    folder = make_toy_beir(tmp_path / name, {d: full.corpus[d].text for d in full.corpus if d in keep},
+                           {q: full.queries[q] for q in qids}, {q: full.qrels[q] for q in qids})
+    dense = BiEncoder.from_pretrained(minilm_path, max_length=256, device="cpu")
+    rep = evaluate_model(dense, [folder], k=100, output_dir=tmp_path / "out", **QUIET)
+    scores = rep.datasets[name].result
+    n_docs = len(keep)
+    assert scores["ndcg_at_10"] > 0.25 and scores["recall_at_100"] > 0.8, scores.scores
+    assert scores["ndcg_at_10"] > 5 * (10 / n_docs)  # chance: about 10 / n_docs
+    colbert = ColBERT.from_pretrained(tiny_modernbert, dim=16, device="cpu")
+    rep = evaluate_model(colbert, [folder], k=10, **QUIET)
+    assert rep.datasets[name].result.num_queries == len(qids)

@@ -59,3 +59,21 @@ def test_false_negative_mask_and_retrieval_loss():
     qn, dn = F.normalize(q, dim=-1), F.normalize(d, dim=-1)
     student = torch.stack([qn[0] @ dn[:2].T, qn[1] @ dn[2:].T])
     assert torch.allclose(kd, kl_distillation(student, batch.teacher_scores, 0.1))
+
+
+def test_info_nce_equals_sentence_transformers_mnrl_with_hard_negatives():
+    """Our InfoNCE (in-batch + hard negatives, cosine, temperature) is sentence-transformers'
+    MultipleNegativesRankingLoss (scale = 1 / temperature) on the same embeddings: value and gradients."""
+    import pytest
+
+    losses = pytest.importorskip("sentence_transformers.losses")
+    torch.manual_seed(0)
+    q, pos, neg = (torch.randn(4, 16, requires_grad=True) for _ in range(3))
+    mnrl = losses.MultipleNegativesRankingLoss(None, scale=20.0)
+    theirs = mnrl.compute_loss_from_embeddings([q, pos, neg], torch.arange(4))
+    ours = info_nce(q, torch.cat([pos, neg]), torch.arange(4), temperature=0.05)
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    g_theirs = torch.autograd.grad(theirs, (q, pos, neg))
+    g_ours = torch.autograd.grad(ours, (q, pos, neg))
+    for a, b in zip(g_ours, g_theirs):
+        assert torch.allclose(a, b, atol=1e-6)

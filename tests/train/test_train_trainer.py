@@ -132,3 +132,19 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_matryoshka_training(tiny_modernbert, triples_file, tmp_path):
+    """matryoshka_dims adds the loss of truncated prefixes: with the full size among them, the first step's
+    loss is the plain loss plus the 8-dim one (same seed, same batch), and the run trains and saves."""
+    plain = Trainer(_cfg(tiny_modernbert, triples_file, tmp_path / "plain", max_steps=1, temperature=0.1))
+    plain.run(show_progress=False)
+    mat = Trainer(_cfg(tiny_modernbert, triples_file, tmp_path / "mat", max_steps=3, temperature=0.1,
+                       matryoshka_dims=[32, 8]))
+    final = mat.run(show_progress=False)
+    assert mat.history[0]["loss"] > plain.history[0]["loss"] + 0.1
+    from mbert_retrieval import BiEncoder
+
+    small = BiEncoder.from_pretrained(str(final), truncate_dim=8)
+    v = small.encode_documents(["the sky is blue on a clear day"])
+    assert v.shape == (1, 8) and abs(float((v ** 2).sum()) - 1.0) < 1e-5
