@@ -23,6 +23,7 @@ from .vectors import VectorStore
 logger = logging.getLogger(__name__)
 
 __all__ = ["DenseConfig", "DenseIndex", "topk"]
+_GPU_MAX_K = 2048  # faiss GPU search: k and nprobe limits
 
 
 @dataclass
@@ -263,8 +264,10 @@ class DenseIndex:
         pad = k - s.shape[1]
         return np.pad(s, ((0, 0), (0, pad)), constant_values=-np.inf), np.pad(i, ((0, 0), (0, pad)), constant_values=-1)
 
-    def _faiss_index_for(self, backend: str, filtered: bool):
-        if backend != "faiss-gpu" or filtered:
+    def _faiss_index_for(self, backend: str, filtered: bool, k: int, nprobe: int):
+        """The GPU copy of the index (made once) when the GPU can run this search, else the CPU index:
+        faiss on GPU takes no ID selectors and at most 2048 results / probes per query."""
+        if backend != "faiss-gpu" or filtered or k > _GPU_MAX_K or nprobe > _GPU_MAX_K:
             return self.index
         if self._gpu is None:
             import faiss
@@ -315,7 +318,7 @@ class DenseIndex:
             params = faiss.SearchParametersHNSW(sel=sel, efSearch=int(opt["ef_search"])) if sel else faiss.SearchParametersHNSW(efSearch=int(opt["ef_search"]))
         else:
             params = faiss.SearchParameters(sel=sel) if sel else None
-        index = self._faiss_index_for(backend, sel is not None)
+        index = self._faiss_index_for(backend, sel is not None, fetch, int(opt["nprobe"]))
         if index is not self.index and self.effective_type == "ivfpq":
             params = None  # GPU IVF takes nprobe from the index, not per-call params
             faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", int(opt["nprobe"]))

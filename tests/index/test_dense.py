@@ -142,3 +142,44 @@ def test_config_validation():
         DenseIndex(12, DenseConfig(quantization="binary"))
     with pytest.raises(TypeError):
         DenseIndex(DIM).search(np.zeros((1, DIM), np.float32), 1, bogus=1)
+
+
+def test_gpu_routing_without_a_gpu(tmp_path, data, monkeypatch):
+    """Where faiss-gpu runs a search (no GPU here: `index_cpu_to_gpu` is replaced by a recorder): plain
+    searches go to the GPU copy, made once; filtered searches and k or nprobe above faiss-gpu's 2048 stay on
+    the CPU index; a GPU that fails to take the index leaves search on the CPU."""
+    import faiss
+
+    x, q, exact = data
+    index = _build(tmp_path, x, index_type="ivfpq", nlist=32, pq_m=8, nprobe=8, rerank=False)
+    _, cpu_ids = index.search(q, 10)  # the CPU backend
+    calls: list[str] = []
+
+    class FakeGpuIndex:
+        def __init__(self, cpu):
+            self.cpu = cpu
+
+        def search(self, x, k, params=None):
+            calls.append(f"gpu k={k}")
+            return self.cpu.search(x, k)
+
+    monkeypatch.setattr(index, "_backend", lambda: "faiss-gpu")
+    monkeypatch.setattr(faiss, "StandardGpuResources", lambda: object(), raising=False)
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", lambda res, dev, cpu: FakeGpuIndex(cpu), raising=False)
+    monkeypatch.setattr(faiss, "GpuParameterSpace", lambda: type("P", (), {"set_index_parameter":
+                        lambda self, ix, name, v: calls.append(f"{name}={v}")})(), raising=False)
+    index.search(q, 10)
+    assert calls == ["nprobe=8", "gpu k=10"]
+    calls.clear()
+    index.search(q, 10)
+    assert calls == ["nprobe=8", "gpu k=10"] and isinstance(index._gpu[1], FakeGpuIndex)  # cloned once
+    calls.clear()
+    index.search(q, 3000)
+    index.search(q, 10, nprobe=4096)
+    index.search(q, 10, allowed=np.arange(0, 3000, 2))
+    assert calls == []  # all three on the CPU index
+
+    index._gpu = None
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", lambda *a: (_ for _ in ()).throw(RuntimeError("no GPU")))
+    scores, ids = index.search(q, 10)
+    assert calls == [] and np.array_equal(ids, cpu_ids)  # fell back to CPU, same results
