@@ -80,11 +80,14 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def pick_attn_implementation(device: torch.device, requested: str | None = None) -> str:
-    """flash_attention_2 when flash-attn is installed and we run on CUDA, else sdpa (eager as last resort)."""
+def pick_attn_implementation(device: torch.device, requested: str | None = None,
+                             dtype: torch.dtype | None = None) -> str:
+    """flash_attention_2 when flash-attn is installed, we run on CUDA and in half precision (flash-attn has no
+    float32 kernels), else sdpa (eager as last resort)."""
     if requested:
         return requested
-    if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+    half = dtype is None or dtype in (torch.float16, torch.bfloat16)
+    if device.type == "cuda" and half and importlib.util.find_spec("flash_attn") is not None:
         return "flash_attention_2"
     return "sdpa"
 
@@ -124,7 +127,7 @@ class Encoder(nn.Module):
         config = replace(config or EncoderConfig(), **overrides)
         device = resolve_device(config.device)
         dtype = _resolve_dtype(config.dtype, device)
-        attn = pick_attn_implementation(device, config.attn_implementation)
+        attn = pick_attn_implementation(device, config.attn_implementation, dtype)
         common = dict(revision=config.revision, trust_remote_code=config.trust_remote_code,
                       local_files_only=config.local_files_only)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **common)

@@ -86,6 +86,21 @@ def test_max_length_clamped_to_model_positions(tiny_modernbert):
     assert enc.config.max_length == 1024  # the tiny model has 1024 positions
 
 
+@pytest.mark.parametrize("packing", [False, True])
+def test_long_texts_past_512_tokens(tiny_modernbert, packing):
+    """Texts of ~1000 tokens (the tiny model's 1024 positions; 8192 for ModernBERT-base) encode whole, in a
+    batch with short ones, exactly as alone: nothing is cut at 512."""
+    enc = Encoder.from_pretrained(tiny_modernbert, EncoderConfig(max_length=1024, packing=packing,
+                                                                 max_tokens_per_batch=4096))
+    long_text = " ".join(f"token{i % 97} word{i % 13}" for i in range(600))
+    ids = enc.tokenize([long_text, "short text", long_text[:2000]])
+    assert 900 < len(ids[0]) <= 1024 and len(ids[2]) > 512
+    with torch.no_grad():
+        batch = enc.forward_ids(ids)
+    assert batch.lengths.tolist() == [len(x) for x in ids]
+    assert _max_diff(batch.split(), _reference(enc, ids)) < 1e-4
+
+
 def test_backend_and_dtype_choice(monkeypatch):
     cpu = torch.device("cpu")
     assert pick_attn_implementation(cpu) == "sdpa"
@@ -93,6 +108,8 @@ def test_backend_and_dtype_choice(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "flash_attn" else real(name, *a))
     assert pick_attn_implementation(torch.device("cuda")) == "flash_attention_2"
+    assert pick_attn_implementation(torch.device("cuda"), dtype=torch.bfloat16) == "flash_attention_2"
+    assert pick_attn_implementation(torch.device("cuda"), dtype=torch.float32) == "sdpa"  # no fp32 kernels
     assert pick_attn_implementation(cpu) == "sdpa"
     assert _resolve_dtype("auto", cpu) == torch.float32
     assert _resolve_dtype("bf16", cpu) == torch.bfloat16
