@@ -147,6 +147,7 @@ class Retriever:
         self.hybrid = hybrid
         self.rrf_k = rrf_k
         self._bm25: BM25Index | None = None
+        self._bm25_stamp: tuple[int, int] | None = None  # the BM25 folder on disk that `_bm25` came from
         self.resumed_from = 0  # build(): documents already in the folder when the build started
 
     @property
@@ -286,15 +287,27 @@ class Retriever:
             texts.append(document_text({"title": row.title, "text": row.text}))
         bm25 = BM25Index.build(ids, texts)
         bm25.save(self.path / BM25_DIRNAME)
-        self._bm25 = bm25
+        self._bm25, self._bm25_stamp = bm25, self._bm25_on_disk()
         return bm25
 
+    def _bm25_on_disk(self) -> tuple[int, int] | None:
+        """Identity of the BM25 folder (replaced as a whole on every save, so a new one has a new inode)."""
+        try:
+            st = os.stat(self.path / BM25_DIRNAME)
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
     def bm25(self) -> BM25Index:
-        """The BM25 index, (re)built when missing or out of date with the documents."""
+        """The BM25 index, (re)built when missing or out of date with the documents (reloaded when another
+        process saved a newer one)."""
         stale = _read_sidecar(self.path).get("bm25_stale", False)
+        if self._bm25 is not None and self._bm25_on_disk() != self._bm25_stamp:
+            self._bm25 = None
         if self._bm25 is None and not stale and BM25Index.exists(self.path / BM25_DIRNAME):
             try:
-                self._bm25 = BM25Index.load(self.path / BM25_DIRNAME)
+                stamp = self._bm25_on_disk()
+                self._bm25, self._bm25_stamp = BM25Index.load(self.path / BM25_DIRNAME), stamp
             except (ValueError, OSError) as err:
                 logger.warning("rebuilding the BM25 index: %s", err)
         if self._bm25 is None or stale or len(self._bm25) != len(self.index):

@@ -2,7 +2,8 @@
 
     GET    /health      {"status": "ok", "documents": n}
     GET    /info        index description (model, kind, type, counts, settings)
-    POST   /search      {"query": "..." | "queries": [...], "k": 10, "filter": {...}, "hybrid": null}
+    POST   /search      {"query": "..." | "queries": [...], "k": 10, "filter": {...}, "hybrid": null,
+                         "params": {"nprobe": 32, ...}}   (index search settings, as `mbret search -p`)
     POST   /documents   {"documents": [{"id", "text", "title"?, "metadata"?}], "update": false}
     DELETE /documents   {"ids": [...]}   (or ?ids=a&ids=b)
 
@@ -37,6 +38,7 @@ class SearchRequest(BaseModel):
     k: int = Field(default=10, ge=1, le=MAX_K)
     filter: Optional[Dict[str, Any]] = None
     hybrid: Optional[bool] = None
+    params: Dict[str, Any] = Field(default_factory=dict)  # nprobe, ef_search, ndocs, rerank, ...
 
     @model_validator(mode="after")
     def _one_of(self):
@@ -99,7 +101,12 @@ def create_app(retriever: Retriever, read_only: bool = False) -> FastAPI:
     def search(req: SearchRequest) -> Dict[str, Any]:
         queries = [req.query] if req.query is not None else req.queries
         with lock:
-            results = retriever.search(queries, k=req.k, filter=req.filter, hybrid=req.hybrid)
+            try:
+                results = retriever.search(queries, k=req.k, filter=req.filter, hybrid=req.hybrid, **req.params)
+            except TypeError as exc:
+                if not req.params:
+                    raise
+                raise HTTPException(status_code=400, detail=f"params: {exc}") from None
         rows = [[r.to_dict() for r in row] for row in results]
         return {"results": rows[0]} if req.query is not None else {"results": rows}
 

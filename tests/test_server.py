@@ -124,3 +124,31 @@ def test_read_only_server_refuses_writes(served):
         assert client.request("DELETE", "/documents", json={"ids": ["bread"]}).status_code == 403
         assert client.post("/search", json={"query": "dough", "k": 3}).status_code == 200
         assert client.get("/health").json()["documents"] == 3
+
+
+def test_search_params(served):
+    with served(hybrid=False) as client:
+        ok = client.post("/search", json={"query": "dough", "k": 2, "params": {"rerank": False}})
+        assert ok.status_code == 200 and len(ok.json()["results"]) == 2
+        bad = client.post("/search", json={"query": "dough", "params": {"bogus": 1}})
+        assert bad.status_code == 400 and "bogus" in bad.json()["detail"]
+
+
+@pytest.mark.parametrize("hybrid", [False, True])
+def test_server_sees_documents_another_process_adds(served, tmp_path, tiny_modernbert, hybrid):
+    """`mbret add` / `mbret delete` beside a running `mbret serve`: the server's next search sees them
+    (another Retriever on the same folder has its own SQLite connection, as another process does)."""
+    with served(hybrid=hybrid) as client:
+        assert client.post("/search", json={"query": "volcano lava", "k": 3}).status_code == 200
+        other = Retriever.open(tmp_path / "idx-False", model=tiny_modernbert)
+        other.add([{"id": "volcano", "text": "volcano lava magma eruption ash", "metadata": {"topic": "science"}}])
+        other.delete(["git"])
+        other.close()
+        assert client.get("/health").json()["documents"] == 3
+        ids = [h["id"] for h in client.post("/search", json={"query": "volcano lava magma eruption ash",
+                                                             "k": 5}).json()["results"]]
+        assert "volcano" in ids and "git" not in ids
+        if hybrid:  # BM25 reloaded too: the exact terms put the new document first
+            assert ids[0] == "volcano"
+        hits = client.post("/search", json={"query": "eruption", "k": 3, "filter": {"topic": "science"}}).json()
+        assert {h["id"] for h in hits["results"]} == {"stars", "volcano"}
