@@ -131,3 +131,21 @@ def test_hybrid_on_demand_for_a_dense_only_index(tmp_path, tiny_modernbert):
     assert r.search("Quagmire", k=1, hybrid=True)[0].id == "4"  # strings get ids "0", "1", ...
     assert (tmp_path / "idx" / "bm25").is_dir()
     r.close()
+
+
+def test_bm25_of_another_process_is_picked_up(tmp_path, tiny_modernbert):
+    """A long-lived retriever (a server) whose index another process updates (same document count: one
+    added, one deleted) reloads the BM25 index that process saved."""
+    from mbert_retrieval.retriever import Retriever
+
+    docs = [{"id": k, "text": v} for k, v in TEXTS.items()]
+    serving = Retriever.build(tmp_path / "idx", docs, model=tiny_modernbert, hybrid=True)
+    serving.search("Quagmire", k=2)  # BM25 loaded and kept
+    other = Retriever.open(tmp_path / "idx", model=tiny_modernbert)
+    other.add([{"id": "okapi", "text": "the okapi is a shy forest giraffe"}])
+    other.delete(["zebra"])
+    other.close()
+    assert len(serving) == len(docs)
+    assert set(serving.bm25().doc_ids) == (set(TEXTS) - {"zebra"}) | {"okapi"}
+    assert serving.search("okapi", k=1)[0].id == "okapi"
+    serving.close()
