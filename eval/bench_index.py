@@ -354,6 +354,33 @@ def print_dataset(ds: dict, command: str, console: Any) -> None:
                   "overlap@10: share of the exact top 10 retrieved.", markup=False, highlight=False)
 
 
+def to_markdown(result: dict) -> str:
+    """The tables as Markdown (for the README): one table per dataset and family, the command on top."""
+    lines = [f"`{result['command']}`", ""]
+    for ds in result["datasets"]:
+        for family, enc in ds["encode"].items():
+            unit = "vector" if family == "dense" else "token"
+            rows = [r for r in ds["rows"] if r["family"] == family and not r["error"]]
+            if not rows:
+                continue
+            lines += [f"**{ds['name']}, {family}**: {ds['n_docs']:,} documents, {ds['n_queries']} queries, "
+                      f"{enc['units']:,} {unit}s of dim {enc['dim']}; exact search nDCG@10 "
+                      f"{enc['exact_ndcg_at_10']:.4f}", "",
+                      f"| kind | build s | bytes/{unit} | QPS | nDCG@10 | vs exact | overlap@10 | build x | size x "
+                      "| QPS x |", "|---|---|---|---|---|---|---|---|---|---|"]
+            for r in rows:
+                ref = " (ref.)" if "(reference)" in r["params"] else ""
+                lines.append(f"| {r['kind']}{ref} | {_f(r['build_s'], '.1f')} | {_f(r['index_bytes_per_unit'], '.1f')} "
+                             f"| {_f(r['qps'], ',.0f' if (r['qps'] or 0) >= 100 else '.1f')} | {_f(r['ndcg_at_10'], '.4f')} | {_f(r['ndcg_rel_exact'], '.3f')} "
+                             f"| {_f(r['overlap_at_10'], '.3f')} | {_f(r['build_x'], '.2f')} | {_f(r['size_x'], '.2f')} "
+                             f"| {_f(r['qps_x'], '.2f')} |")
+            lines.append("")
+    errors = [f"{r['dataset']} {r['kind']}: {r['error']}" for ds in result["datasets"] for r in ds["rows"] if r["error"]]
+    if errors:
+        lines += ["Kinds that failed: " + "; ".join(errors), ""]
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------ main
 def parse_params(items: list[str]) -> dict[str, dict]:
     out: dict[str, dict] = {}
@@ -412,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-indexes", action="store_true", help="keep the index folders (default: removed after use)")
     p.add_argument("--threads", type=int, help="torch and FAISS threads (default: their own)")
     p.add_argument("--json", help="write all results to this JSON file (rewritten after every dataset)")
+    p.add_argument("--markdown", help="also write the tables as Markdown to this file")
+    p.add_argument("--markdown-from", metavar="JSON", help="only print the Markdown tables of a saved --json file")
     return p
 
 
@@ -422,6 +451,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if args.markdown_from:
+        saved = json.loads(Path(args.markdown_from).read_text(encoding="utf-8"))
+        print(to_markdown(saved))
+        return saved
     kinds = [k for item in args.kinds for k in GROUPS.get(item, [item])]
     if unknown := [k for k in kinds if k not in KINDS]:
         raise SystemExit(f"unknown kinds {unknown}; choose from {list(KINDS)} or {list(GROUPS)}")
@@ -443,6 +476,8 @@ def main(argv: list[str] | None = None) -> dict:
         print_dataset(result["datasets"][-1], result["command"], console)
         if args.json:  # after every dataset: a long run that fails later keeps what it measured
             atomic_write_json(args.json, result)
+    if args.markdown:
+        Path(args.markdown).write_text(to_markdown(result), encoding="utf-8")
     return result
 
 

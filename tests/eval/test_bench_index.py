@@ -54,3 +54,10 @@ def test_bench_index_our_kinds(tmp_path, toy_folder, tiny_modernbert, capsys):
     again = bench_index.main([a if a != "ours" else "dense-flat" for a in argv])
     assert again["datasets"][0]["encode"]["dense"]["docs_per_s"] is None
     assert again["datasets"][0]["rows"][0]["ndcg_at_10"] == pytest.approx(rows["dense-flat"]["ndcg_at_10"])
+
+    # the Markdown tables (README) render from the saved JSON, one row per kind
+    md = bench_index.to_markdown(json.loads(json.dumps(result)))
+    assert md.startswith(f"`{result['command']}`")
+    for kind, r in rows.items():
+        line = next(x for x in md.splitlines() if x.startswith(f"| {kind} "))
+        assert f"{r['ndcg_at_10']:.4f}" in line
