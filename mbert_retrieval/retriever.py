@@ -193,9 +193,7 @@ class Retriever:
             retriever._write_sidecar(bm25_stale=True)
             index.add(docs, progress=progress)
             index.finalize()
-            if hybrid:
-                retriever._rebuild_bm25()
-            retriever._write_sidecar(bm25_stale=False)
+            retriever._finish_build()
         except BaseException:
             index.close()
             raise
@@ -280,6 +278,12 @@ class Retriever:
         return _read_sidecar(self.path).get("fallback_message")
 
     # ------------------------------------------------------------------ BM25
+    def _finish_build(self) -> None:
+        """Once every document is in: the BM25 index (hybrid), then the sidecar saying BM25 is current."""
+        if self.hybrid:
+            self._rebuild_bm25()
+        self._write_sidecar(bm25_stale=False)
+
     def _rebuild_bm25(self) -> BM25Index:
         ids, texts = [], []
         for row in self.index.docstore.iter_documents():

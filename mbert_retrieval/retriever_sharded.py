@@ -186,9 +186,7 @@ def build_sharded_retriever(index_dir: str | os.PathLike, docs: Sequence[Mapping
     retriever = Retriever(ShardedView(sharded).set_model(model), model, hybrid=hybrid)
     try:
         retriever._write_sidecar(bm25_stale=hybrid)
-        if hybrid:
-            retriever._rebuild_bm25()
-            retriever._write_sidecar(bm25_stale=False)
+        retriever._finish_build()
     except BaseException:
         retriever.close()
         raise
