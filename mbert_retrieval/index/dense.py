@@ -2,7 +2,9 @@
 
 All FAISS indexes are wrapped in `IndexIDMap2`, so their ids are the document store's internal ids.
 Full-precision vectors live in the `VectorStore` (chunk files), which gives exact rerank of lossy codes
-(IVF-PQ, int8, binary hamming candidates), exact search inside small filters and rebuilds.
+(IVF-PQ, int8, binary hamming candidates), exact search inside small filters and rebuilds. A flat index
+of float or binary codes is not written to disk at all: it holds nothing the chunk files do not, and it is
+rebuilt from them on open (a copy, no training), so its vectors are stored once.
 """
 
 from __future__ import annotations
@@ -114,6 +116,11 @@ class DenseIndex:
     @property
     def lossy(self) -> bool:
         return self.effective_type == "ivfpq" or self.config.quantization is not None
+
+    @property
+    def from_chunks(self) -> bool:
+        """Flat float / binary codes: rebuilt from the chunk files on open instead of saved (nothing to train)."""
+        return self.effective_type == "flat" and self.config.quantization in (None, "binary") and self.store is not None
 
     def _new_index(self, nlist: int | None = None, pq_m: int | None = None):
         import faiss
@@ -349,7 +356,7 @@ class DenseIndex:
         return {"trained": self.is_trained, **self.trained_params}
 
     def save(self, directory: str | Path, generation: int) -> dict[str, FileRecord]:
-        if self.index is None:
+        if self.index is None or self.from_chunks:
             return {}
         name = f"{self.file_prefix}.{generation:06d}.faiss"
         return {name: save_faiss(Path(directory) / name, self.index)}
@@ -357,11 +364,17 @@ class DenseIndex:
     def load(self, directory: str | Path, generation: int, state: dict[str, Any]) -> None:
         name = f"{self.file_prefix}.{generation:06d}.faiss"
         path = Path(directory) / name
-        if not state.get("trained") or not path.exists():
+        if not state.get("trained"):
             return
-        self.index = load_faiss(path, binary=self.config.quantization == "binary")
-        self.trained_params = {k: v for k, v in state.items() if k != "trained"}
-        self.effective_type = self.trained_params.get("effective_index_type", self.config.index_type)
+        trained = {k: v for k, v in state.items() if k != "trained"}
+        effective = trained.get("effective_index_type", self.config.index_type)
+        self.trained_params, self.effective_type = trained, effective
+        if self.from_chunks:
+            self.index = self._new_index()  # empty: the index's reconcile adds every live vector from the chunks
+        elif path.exists():
+            self.index = load_faiss(path, binary=self.config.quantization == "binary")
+        else:
+            return
         self._tombstones = set()
         self._invalidate()
 

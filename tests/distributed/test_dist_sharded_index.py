@@ -73,7 +73,7 @@ def test_resume_build_and_precomputed_shards(tmp_path, docs, dense_model, counti
 
 
 def test_corrupt_shard_index_is_detected(tmp_path, docs, dense_model):
-    build_sharded(docs, tmp_path / "sh", dense_model, "dense", "flat", n_shards=2).close()
+    build_sharded(docs, tmp_path / "sh", dense_model, "dense", "hnsw", n_shards=2).close()
     faiss_file = next((tmp_path / "sh" / "shard-00001").glob("dense.*.faiss"))
     data = bytearray(faiss_file.read_bytes())
     data[len(data) // 2] ^= 0xFF

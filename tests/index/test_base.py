@@ -196,7 +196,7 @@ def test_crash_during_checkpoint_keeps_old_manifest(tmp_path, monkeypatch, dense
 
 
 def test_corrupt_and_truncated_files(tmp_path, dense_model):
-    Index.build(tmp_path / "ix", make_docs(30), "dense", "flat", dense_model, chunk_size=10).close()
+    Index.build(tmp_path / "ix", make_docs(30), "dense", "hnsw", dense_model, chunk_size=10).close()
     root = tmp_path / "ix"
     faiss_file = next(root.glob("dense.*.faiss"))
     data = bytearray(faiss_file.read_bytes())
@@ -275,7 +275,7 @@ def test_precomputed_vectors(tmp_path):
 
 def test_autosave_off_and_explicit_save(tmp_path, dense_model):
     docs = make_docs(40)
-    index = Index.build(tmp_path / "ix", docs[:20], "dense", "flat", dense_model, autosave=False)
+    index = Index.build(tmp_path / "ix", docs[:20], "dense", "hnsw", dense_model, autosave=False)
     generation = index.manifest.generation
     index.add(docs[20:])
     index.delete(["d0"])
@@ -343,3 +343,22 @@ def test_progress_every_slice_and_one_checkpoint_per_add(tmp_path, dense_model):
     assert index.add(docs, progress=seen.append) == 100  # 600 already there: skipped, and reported
     assert sum(seen) == 700 and index.manifest.generation == generation + 1
     assert len(index) == 700 and index.search(docs[650]["text"], k=1)[0][0].doc_id == "d650"
+
+
+@pytest.mark.parametrize("quantization", [None, "binary"])
+def test_flat_vectors_are_stored_once(tmp_path, dense_model, quantization):
+    """A flat index (float or binary codes) writes no FAISS file: it is rebuilt from the chunk files on open,
+    with the same results; lossy or trained kinds keep theirs."""
+    docs = make_docs(120)
+    index = Index.build(tmp_path / "ix", docs, "dense", "flat", dense_model, chunk_size=50, quantization=quantization)
+    before = index.search(docs[7]["text"], k=5)
+    index.delete(["d3"])
+    index.close()
+    assert not list((tmp_path / "ix").glob("dense.*"))
+    back = Index.open(tmp_path / "ix", dense_model)
+    assert len(back) == 119 and _structure_ids(back) == _live_iids(back)
+    after = back.search(docs[7]["text"], k=5)
+    assert [h.doc_id for h in after[0]][:4] == [h.doc_id for h in before[0] if h.doc_id != "d3"][:4]
+    assert after[0][0].doc_id == "d7"
+    Index.build(tmp_path / "hnsw", docs, "dense", "hnsw", dense_model).close()
+    assert len(list((tmp_path / "hnsw").glob("dense.*.faiss"))) == 1

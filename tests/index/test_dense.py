@@ -118,9 +118,14 @@ def test_remove_add_and_roundtrip(tmp_path, data, index_type):
     assert len(index) == 3000 - len(set(top.tolist()))
     assert not np.isin(index.ids(), top).any()
     files = index.save(tmp_path, 1)
-    assert list(files) == ["dense.000001.faiss"]
     back = DenseIndex(DIM, DenseConfig(index_type=index_type), index.store)
     back.load(tmp_path, 1, index.state())
+    if index_type == "flat":  # not saved: the facade's reconcile refills it from the chunk files
+        assert files == {} and len(back) == 0
+        live = index.ids()
+        back.add(live, index.store.get_vectors(live))
+    else:
+        assert list(files) == ["dense.000001.faiss"]
     if index_type == "hnsw":  # tombstones are not persisted: the facade re-applies deletions from SQLite
         back.remove(top)
     np.testing.assert_array_equal(back.search(q, 10)[1], index.search(q, 10)[1])
