@@ -48,7 +48,7 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
 _EXTRAS = {"faiss": "pip install 'mbert-retrieval[cpu]' (or [gpu] on a CUDA machine)",
            "fastapi": "pip install 'mbert-retrieval[server]'", "uvicorn": "pip install 'mbert-retrieval[server]'",
            "ray": "pip install 'mbert-retrieval[ray]'", "datasets": "pip install 'mbert-retrieval[hub]'",
-           "pylate": "pip install 'mbert-retrieval[pylate-deps]' && pip install --no-deps pylate==1.6.0"}
+           "pylate": "pip install 'mbert-retrieval[pylate]' && pip install --no-deps pylate==1.6.0"}
 
 
 def format_error(exc: BaseException) -> str:
