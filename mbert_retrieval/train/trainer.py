@@ -152,8 +152,12 @@ class Trainer:
         if self.step < self.total_steps:  # stopped early: leave a checkpoint to resume from
             return self.save_checkpoint()
         final = self.output_dir / "final"
-        if self.state.is_main_process:
-            self.model.save_pretrained(final)
+        if self.state.is_main_process:  # temp folder, then rename: a crash never leaves half a model
+            tmp = self.output_dir / ".final.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.model.save_pretrained(tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
         self.state.wait_for_everyone()
         return final
 
