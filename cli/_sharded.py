@@ -1,0 +1,114 @@
+"""The sharded side of `mbret index` / `mbret info` (`--shards`, `--ray`, torchrun): option checks, the
+build, and the description of a sharded folder (finished or still building)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ._common import BadInput, err, fail, out, plain_mapping, print_json
+
+
+def check_shard_options(shards: int | None, ray: str | None, workers: int | None) -> str:
+    """Validate --shards / --ray / --workers (and a torchrun launch); returns the encoding backend."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if shards is not None and shards < 1:
+        raise BadInput(f"--shards must be >= 1, got {shards}")
+    if ray is not None and shards is None:
+        raise BadInput("--ray encodes the shards of a sharded index: give --shards N too")
+    if ray is not None and not ray.strip():
+        raise BadInput("--ray needs an address: ray://HOST:10001, auto or local")
+    if workers is not None and ray is None:
+        raise BadInput("--workers sets the number of Ray workers: use it with --ray")
+    if workers is not None and workers < 1:
+        raise BadInput(f"--workers must be >= 1, got {workers}")
+    if world > 1 and shards is None:
+        raise BadInput(f"launched under torchrun (WORLD_SIZE={world}): give --shards N so that the ranks share the "
+                       "encoding (every rank would otherwise build the same index)")
+    if world > 1 and ray is not None:
+        raise BadInput("--ray and torchrun are two ways to distribute the encoding: use one of them")
+    if ray is not None:
+        from mbert_retrieval.distributed.encode import RAY_MISSING
+
+        import importlib
+
+        try:
+            importlib.import_module("ray.data")
+        except ImportError:
+            fail(f"--ray: {RAY_MISSING}", 1)
+        return "ray"
+    return "torchrun" if world > 1 else "local"
+
+
+def rank_device() -> dict[str, Any]:
+    """Under torchrun, each rank encodes on its own GPU (LOCAL_RANK) when there are GPUs."""
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        return {"device": f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"}
+    return {}
+
+
+def index_sharded(corpus: Path, index_dir: Path, docs, loaded, kind: str, index_type: str, n_shards: int,
+                   backend: str, ray: str | None, workers: int | None, hybrid: bool, model_kwargs: dict[str, Any],
+                   json_out: bool, quiet: bool, **params: Any) -> None:
+    import os
+
+    from mbert_retrieval.retriever_sharded import build_sharded_retriever, sharded_resume_count
+
+    resumed = sharded_resume_count(index_dir)
+    retriever = build_sharded_retriever(index_dir, docs, loaded, kind, index_type, n_shards=n_shards,
+                                        backend=backend, ray_address=ray, num_workers=workers, hybrid=hybrid,
+                                        show_progress=not quiet, model_kwargs=model_kwargs, **params)
+    summary: dict[str, Any] = {"index": str(index_dir), "corpus": str(corpus), "kind": kind, "index_type": index_type,
+                               "model_id": loaded.model_id, "shards": n_shards, "backend": backend, "hybrid": hybrid}
+    if retriever is None:  # torchrun rank > 0
+        summary.update(rank=int(os.environ.get("RANK", "0")), world_size=int(os.environ.get("WORLD_SIZE", "1")))
+        if json_out:
+            print_json(summary)
+        else:
+            out.print(f"rank {summary['rank']}: encoded its shards of {index_dir}; rank 0 builds the shard indexes")
+        return
+    with retriever:
+        summary.update(documents=len(retriever), resumed_from=min(resumed, len(retriever)),
+                       fallback_model=bool(retriever.fallback_message))
+    if json_out:
+        print_json(summary)
+        return
+    if summary["resumed_from"]:
+        err.print(f"resumed: {summary['resumed_from']} documents were already done")
+    out.print(f"[green]indexed[/green] {summary['documents']} documents into {index_dir} ({n_shards} shards, "
+              f"{kind}/{index_type}, {backend} encoding, model {loaded.model_id})")
+
+
+def sharded_build_started(index_dir: Path) -> bool:
+    """An interrupted `mbret index --shards` that has not written sharded.json yet (still encoding)."""
+    from mbert_retrieval.distributed.sharded_index import EMBEDDINGS_DIR
+
+    return not (Path(index_dir) / "manifest.json").exists() and (Path(index_dir) / EMBEDDINGS_DIR).is_dir()
+
+
+def describe_sharded(index_dir: Path, verify: bool) -> dict[str, Any]:
+    """`mbret info` of a sharded folder: finished (every shard opened, with --verify checksummed) or a build
+    still in progress (what the manifests say, and how to resume)."""
+    from mbert_retrieval.distributed import ShardedIndex, ShardedManifest
+    from mbert_retrieval.retriever_sharded import is_sharded, sharded_info, sharded_resume_count
+
+    m = ShardedManifest.load(Path(index_dir)) if is_sharded(index_dir) else None
+    if m is not None and m.state == "ready":
+        with ShardedIndex.open(index_dir, verify=verify) as sharded:
+            return plain_mapping(sharded_info(sharded))
+    info: dict[str, Any] = {"sharded": True, "state": "building" if m is not None else "encoding",
+                            "n_documents_done": sharded_resume_count(index_dir),
+                            "resume_hint": "this sharded build was interrupted: re-run the same `mbret index ... "
+                                           "--shards N` command to resume it"}
+    if m is not None:
+        info.update(kind=m.kind, index_type=m.index_type, model_id=m.model_id, dim=m.dim, params=m.params,
+                    n_shards=len(m.shards), shards=[{"shard": i, "name": s.name, "n_documents": s.n_documents,
+                                                     "finished": bool(s.manifest_sha256)}
+                                                    for i, s in enumerate(m.shards)])
+    return plain_mapping(info)
