@@ -15,6 +15,7 @@ from ._sharded import check_shard_options, describe_sharded, index_sharded, rank
 KINDS = ("dense", "colbert")
 INDEX_TYPES = ("flat", "ivfpq", "hnsw", "plaid")
 FORMATS = ("auto", "beir", "jsonl", "text", "code")
+_QUERY_BATCH = 256  # queries searched between two progress updates
 
 ModelOpt = typer.Option(None, "--model", "-m", help="Hub id or local folder of the model. index: default "
                         "ModernBERT model for --kind (offline: packaged all-MiniLM-L6-v2); other commands: the "
@@ -192,7 +193,11 @@ def search_cmd(
         with retriever:
             ids, texts = list(queries), list(queries.values())
             try:
-                results = retriever.search(texts, k=k, filter=flt, **params)
+                results = []
+                with progress("searching", len(texts), enabled=len(texts) > _QUERY_BATCH) as advance:
+                    for start in range(0, len(texts), _QUERY_BATCH):  # a file of queries: a bar on stderr
+                        results += retriever.search(texts[start:start + _QUERY_BATCH], k=k, filter=flt, **params)
+                        advance(len(texts[start:start + _QUERY_BATCH]))
             except TypeError as exc:
                 if not params:
                     raise

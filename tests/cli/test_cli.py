@@ -173,6 +173,17 @@ def test_search_queries_file_jsonl_output(example_index):
     assert rows[0]["results"][0]["id"] == "sci-photosynthesis"
 
 
+def test_search_many_queries_in_batches_keeps_order(example_index, tmp_path):
+    """More queries than one progress batch (256): every query answered, in file order."""
+    texts = [json.loads(x)["text"] for x in (EXAMPLES / "queries.jsonl").read_text().splitlines()]
+    many = tmp_path / "many.tsv"
+    many.write_text("".join(f"m{i}\t{texts[i % len(texts)]}\n" for i in range(300)))
+    rows = [json.loads(x) for x in ok(mbret("search", example_index, "--queries", many, "-k", "1",
+                                            "--json")).splitlines()]
+    assert [r["query_id"] for r in rows] == [f"m{i}" for i in range(300)]
+    assert rows[0]["results"] == rows[len(texts)]["results"] and rows[0]["results"][0]["id"] == "sci-photosynthesis"
+
+
 def test_search_bad_usage(example_index, tmp_path):
     r = mbret("search", example_index)
     assert r.exit_code == 2 and "either a QUERY" in r.stderr
