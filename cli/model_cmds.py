@@ -161,7 +161,7 @@ def eval_cmd(
             raise BadInput(f"--kind must be dense or colbert, got {kind!r}")
         opts = model_options(batch_size, max_tokens, device)
         extra = parse_params(option, "--option")
-        search_fn = None
+        search_factory = None
         retriever = None
         if index_dir is not None:
             from mbert_retrieval.retriever import Retriever
@@ -170,18 +170,29 @@ def eval_cmd(
                 retriever = Retriever.open(index_dir, model=model, model_options=opts)
             loaded = retriever.model
 
-            def search_fn(queries: dict[str, str], depth: int) -> dict[str, dict[str, float]]:
-                ids = list(queries)
-                hits = retriever.search([queries[q] for q in ids], k=depth)
-                return {q: {r.id: r.score for r in row} for q, row in zip(ids, hits)}
+            def search_factory(_model, ds):
+                """The index must hold this dataset's corpus (checked by count and by a sample of ids)."""
+                corpus = list(ds.data.corpus)
+                sample = corpus[:: max(1, len(corpus) // 50)]
+                found = sum(doc is not None for doc in retriever.index.get(sample))
+                if len(retriever) != len(corpus) or found != len(sample):
+                    raise BadInput(f"--index {index_dir} holds {len(retriever)} documents ({found} of {len(sample)} "
+                                   f"sampled ids of {ds.name}), not the {len(corpus)} of {ds.name}: build an index "
+                                   f"of that corpus (mbret index {ds.location or ds.name} DIR)")
+
+                def search_fn(queries: dict[str, str], depth: int) -> dict[str, dict[str, float]]:
+                    ids = list(queries)
+                    hits = retriever.search([queries[q] for q in ids], k=depth)
+                    return {q: {r.id: r.score for r in row} for q, row in zip(ids, hits)}
+                return search_fn
         else:
             with status("loading model", enabled=not quiet):
                 loaded = _load_model(model, kind, opts)
             note_fallback(getattr(getattr(loaded, "resolved", None), "message", None))
         try:
             report = evaluate_model(loaded, list(datasets), split=split, k=k, cache_dir=cache_dir,
-                                    output_dir=output_dir, show_progress=not quiet, search_fn=search_fn,
-                                    index_type="exact" if search_fn is None else "index",
+                                    output_dir=output_dir, show_progress=not quiet, search_factory=search_factory,
+                                    index_type="exact" if search_factory is None else "index",
                                     **({"print_table": False} if json_out else {}), **extra)
         finally:
             if retriever is not None:

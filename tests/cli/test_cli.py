@@ -332,6 +332,8 @@ def test_eval_model_and_index(tmp_path, tiny_modernbert, example_index):
                    "--output-dir", tmp_path / "ev"))
     assert res["datasets"]["data"]["scores"]["ndcg_at_10"] > 0.8  # MiniLM on the example corpus
     assert (tmp_path / "ev" / "data" / "results.json").is_file()
+    r = mbret("eval", EXAMPLES, _beir(tmp_path), "--index", example_index, "-q")  # the 2nd is another corpus
+    assert r.exit_code == 2 and "not the 2 of beir" in r.stderr, r.stderr
 
 
 def test_bench_list_and_unknown(monkeypatch):
