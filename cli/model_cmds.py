@@ -170,21 +170,9 @@ def eval_cmd(
                 retriever = Retriever.open(index_dir, model=model, model_options=opts)
             loaded = retriever.model
 
-            def search_factory(_model, ds):
-                """The index must hold this dataset's corpus (checked by count and by a sample of ids)."""
-                corpus = list(ds.data.corpus)
-                sample = corpus[:: max(1, len(corpus) // 50)]
-                found = sum(doc is not None for doc in retriever.index.get(sample))
-                if len(retriever) != len(corpus) or found != len(sample):
-                    raise BadInput(f"--index {index_dir} holds {len(retriever)} documents ({found} of {len(sample)} "
-                                   f"sampled ids of {ds.name}), not the {len(corpus)} of {ds.name}: build an index "
-                                   f"of that corpus (mbret index {ds.location or ds.name} DIR)")
+            from mbert_retrieval.eval.evaluate import retriever_search_factory
 
-                def search_fn(queries: dict[str, str], depth: int) -> dict[str, dict[str, float]]:
-                    ids = list(queries)
-                    hits = retriever.search([queries[q] for q in ids], k=depth)
-                    return {q: {r.id: r.score for r in row} for q, row in zip(ids, hits)}
-                return search_fn
+            search_factory = retriever_search_factory(retriever)
         else:
             with status("loading model", enabled=not quiet):
                 loaded = _load_model(model, kind, opts)

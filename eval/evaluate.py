@@ -37,7 +37,7 @@ from .results import (MAIN_METRICS, average_scores, model_meta, mteb_result, pri
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EvalConfig", "DatasetReport", "EvaluationReport", "EmbeddingCache", "evaluate_model",
+__all__ = ["EvalConfig", "DatasetReport", "EvaluationReport", "EmbeddingCache", "evaluate_model", "retriever_search_factory",
            "encode_corpus", "exact_search", "SearchFn"]
 
 SearchFn = Callable[[dict[str, str], int], Mapping[str, Mapping[str, float]]]
@@ -321,6 +321,29 @@ def _unique_name(name: str, taken: Mapping[str, Any]) -> str:
     return out
 
 
+def retriever_search_factory(retriever: Any) -> Callable[[Any, ResolvedDataset], SearchFn]:
+    """`search_factory` over an open `Retriever` (any index kind, sharded too): for each dataset it checks that
+    the index holds that dataset's corpus (document count and a sample of ids), then searches the index."""
+
+    def factory(_model: Any, ds: ResolvedDataset) -> SearchFn:
+        corpus = list(ds.data.corpus)
+        sample = corpus[:: max(1, len(corpus) // 50)]
+        found = sum(doc is not None for doc in retriever.index.get(sample))
+        if len(retriever) != len(corpus) or found != len(sample):
+            raise ValueError(f"the index at {retriever.path} holds {len(retriever)} documents ({found} of "
+                             f"{len(sample)} sampled ids of {ds.name}), not the {len(corpus)} of {ds.name}: build "
+                             f"an index of that corpus (mbret index {ds.location or ds.name} DIR)")
+
+        def search(queries: dict[str, str], depth: int) -> dict[str, dict[str, float]]:
+            ids = list(queries)
+            hits = retriever.search([queries[q] for q in ids], k=depth)
+            return {q: {r.id: r.score for r in row} for q, row in zip(ids, hits)}
+
+        return search
+
+    return factory
+
+
 def evaluate_model(
     model: Any,
     datasets: Sequence[str | os.PathLike | ResolvedDataset] | str | os.PathLike | ResolvedDataset,
@@ -332,17 +355,31 @@ def evaluate_model(
     show_progress: bool = True,
     search_fn: SearchFn | None = None,
     search_factory: Callable[[Any, ResolvedDataset], SearchFn] | None = None,
+    index: Any = None,
     **options: Any,
 ) -> EvaluationReport:
     """Evaluate `model` on each dataset spec (see `resolve_dataset`) and return scores, runs and files.
 
     Search: exact (`index_type="exact"`), or `search_fn(queries, k) -> run` (used for every dataset), or
-    `search_factory(model, dataset) -> search_fn` (built per dataset, e.g. an ANN index over its corpus).
+    `search_factory(model, dataset) -> search_fn` (built per dataset, e.g. an ANN index over its corpus), or
+    `index`: an index folder or open `Retriever` of the dataset's corpus (its model is used when `model` is None).
     `cache_dir`: corpus embeddings cached (and resumed) under `<cache_dir>/embeddings`, BEIR/hub downloads under
     it too; None: no embedding cache, downloads in `default_cache_dir()`. `output_dir`: per dataset
     `<name>/results.json` (MTEB shape), `<name>/run.trec`, `<name>/per_query.json`; plus `summary.json` and
     `mteb/<model>/<revision>/<TaskName>.json` + `model_meta.json` (the layout MTEB's results repository reads).
     Extra keyword `options` are `EvalConfig` fields."""
+    if index is not None:
+        if search_fn is not None or search_factory is not None:
+            raise ValueError("give one of index, search_fn or search_factory")
+        if isinstance(index, (str, os.PathLike)):
+            from mbert_retrieval.retriever import Retriever
+
+            with Retriever.open(index, model=model) as retriever:
+                return evaluate_model(model, datasets, split, k, index_type, cache_dir, output_dir, show_progress,
+                                      index=retriever, **options)
+        model = index.model if model is None else model
+        search_factory = retriever_search_factory(index)
+        index_type = "index" if index_type == "exact" else index_type
     known = {f.name for f in fields(EvalConfig)}
     unknown = set(options) - known
     if unknown:

@@ -237,3 +237,22 @@ def test_code_retrieval_with_real_models(tmp_path, name, shared_data, minilm_pat
     colbert = ColBERT.from_pretrained(tiny_modernbert, dim=16, device="cpu")
     rep = evaluate_model(colbert, [folder], k=10, **QUIET)
     assert rep.datasets[name].result.num_queries == len(qids)
+
+
+def test_evaluate_through_an_index(tmp_path, minilm_path, toy_beir, make_toy_beir):
+    """`evaluate_model(index=...)`: an index folder (its model reloaded) or an open Retriever; an index of
+    another corpus is refused."""
+    from mbert_retrieval.data import read_beir_folder
+    from mbert_retrieval.retriever import Retriever
+
+    corpus = read_beir_folder(toy_beir, "test").corpus
+    docs = [{"id": d, "text": doc.text, "title": doc.title or None} for d, doc in corpus.items()]
+    with Retriever.build(tmp_path / "idx", docs, model=minilm_path) as r:
+        exact = evaluate_model(r.model, [toy_beir], k=10, **QUIET).datasets["toy"].result["ndcg_at_10"]
+        via_open = evaluate_model(None, [toy_beir], k=10, index=r, **QUIET)
+    via_path = evaluate_model(None, [toy_beir], k=10, index=tmp_path / "idx", **QUIET)
+    for rep in (via_open, via_path):
+        assert rep.datasets["toy"].result["ndcg_at_10"] == pytest.approx(exact, abs=1e-6)
+    other = make_toy_beir(tmp_path / "other", {"x1": "something else"}, {"q1": "else"}, {"q1": {"x1": 1}})
+    with pytest.raises(ValueError, match="not the 1 of other"):
+        evaluate_model(None, [other], k=10, index=tmp_path / "idx", **QUIET)
