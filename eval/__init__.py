@@ -9,10 +9,11 @@ from typing import Any
 
 _EXPORTS = {
     "evaluate_model": "evaluate", "EvalConfig": "evaluate", "EvaluationReport": "evaluate",
-    "DatasetReport": "evaluate", "exact_search": "evaluate",
+    "DatasetReport": "evaluate", "exact_search": "evaluate", "retriever_search_factory": "evaluate",
     "evaluate_run": "metrics", "EvalResult": "metrics", "save_trec_run": "metrics", "load_trec_run": "metrics",
     "resolve_dataset": "datasets", "ResolvedDataset": "datasets", "DatasetUnavailable": "datasets",
     "mteb_result": "results", "print_results_table": "results", "results_table": "results",
+    "write_mteb_layout": "results", "model_meta": "results", "UnknownDataset": "datasets",
 }
 __all__ = sorted(_EXPORTS)
 
