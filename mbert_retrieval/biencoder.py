@@ -20,6 +20,7 @@ from torch import nn
 from .chunking import (ChunkingConfig, max_pool_chunk_scores, special_token_layout, split_into_chunks,
                        tokenize_untruncated)
 from .encoder import EncodedBatch, Encoder, EncoderConfig
+from .files import load_state, write_json as _write_json
 from .pooling import POOLING_MODES, normalize, pool, truncate_dim
 
 logger = logging.getLogger(__name__)
@@ -321,16 +322,10 @@ def _read_st_dir(root: Path, config: BiEncoderConfig, enc_cfg: EncoderConfig):
 
 
 def _load_st_dense(path: Path) -> nn.Module:
-    from safetensors.torch import load_file
 
     cfg = json.loads((path / "config.json").read_text())
     linear = nn.Linear(cfg["in_features"], cfg["out_features"], bias=cfg.get("bias", True))
-    if (path / "model.safetensors").is_file():
-        state = load_file(str(path / "model.safetensors"))
-    elif (path / "pytorch_model.bin").is_file():
-        state = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    else:
-        raise FileNotFoundError(f"{path}: no model.safetensors or pytorch_model.bin for the Dense layer")
+    state = load_state(path)
     linear.load_state_dict({k.removeprefix("linear."): v for k, v in state.items()})
     act_name = cfg.get("activation_function", "torch.nn.modules.linear.Identity")
     if act_name not in _ACTIVATIONS:
@@ -359,8 +354,3 @@ def _save_st_dense(layer: nn.Module, path: Path) -> None:
                                         "bias": linear.bias is not None, "activation_function": act_name})
     save_file({f"linear.{k}": v.detach().contiguous().cpu() for k, v in linear.state_dict().items()},
               str(path / "model.safetensors"))
-
-
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2) + "\n")

@@ -22,7 +22,6 @@ Every token vector goes through the Dense projection(s) and is L2-normalised.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import string
@@ -39,18 +38,19 @@ from tqdm.auto import tqdm
 from .batching import token_budget_batches
 from .chunking import (ChunkingConfig, concat_chunk_vectors, max_pool_chunk_scores, special_token_layout,
                        split_into_chunks, tokenize_untruncated)
+from .colbert_dense import DENSE_TYPE, DenseLayer
 from .encoder import EncodedBatch, Encoder, EncoderConfig
+from .files import read_json as _read_json, write_json as _write_json
 from .maxsim import maxsim, pad_token_vectors
 from .pooling import normalize
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ColBERTConfig", "ColBERT", "DenseLayer"]
+__all__ = ["ColBERTConfig", "ColBERT", "DenseLayer"]  # DenseLayer: from .colbert_dense
 
 # settings PyLate stores in config_sentence_transformers.json
 _PYLATE_KEYS = ("query_prefix", "document_prefix", "query_length", "document_length", "do_query_expansion",
                 "attend_to_expansion_tokens", "skiplist_words")
-_DENSE_TYPE = "pylate.models.Dense.Dense"
 
 
 @dataclass
@@ -69,57 +69,6 @@ class ColBERTConfig:
     seed: int = 42  # for new (random) projection layers and marker-token embeddings
     chunking: ChunkingConfig | None = None  # long documents: overlapping windows instead of truncation
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
-
-
-def _activation(name: str) -> nn.Module:
-    """torch.nn activation from its dotted class name (only torch.nn classes: no arbitrary imports)."""
-    cls = getattr(nn, name.rsplit(".", 1)[-1], None) if name.startswith("torch.nn.") else None
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise ValueError(f"unsupported Dense activation {name!r} (only torch.nn modules are allowed)")
-    return cls()
-
-
-class DenseLayer(nn.Module):
-    """One PyLate Dense module applied to every token vector: activation(linear(x)) [+ residual]."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = False,
-                 activation_function: str = "torch.nn.modules.linear.Identity", use_residual: bool = False):
-        super().__init__()
-        self.linear = nn.Linear(in_features, out_features, bias=bias)
-        self.activation = _activation(activation_function)
-        self.use_residual = use_residual
-        if use_residual and in_features != out_features:
-            self.residual = nn.Linear(in_features, out_features, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.activation(self.linear(x))
-        if self.use_residual:
-            y = y + (self.residual(x) if hasattr(self, "residual") else x)
-        return y
-
-    def config_dict(self) -> dict:
-        act = type(self.activation)
-        return {"in_features": self.linear.in_features, "out_features": self.linear.out_features,
-                "bias": self.linear.bias is not None, "activation_function": f"{act.__module__}.{act.__name__}",
-                "use_residual": self.use_residual}
-
-    @classmethod
-    def load(cls, folder: Path) -> "DenseLayer":
-        """From a PyLate/sentence-transformers Dense folder; weights from safetensors, else a weights-only torch.load."""
-        cfg = json.loads((folder / "config.json").read_text())
-        layer = cls(int(cfg["in_features"]), int(cfg["out_features"]), bool(cfg.get("bias", True)),
-                    cfg.get("activation_function") or "torch.nn.modules.linear.Identity",
-                    bool(cfg.get("use_residual", False)))
-        if (folder / "model.safetensors").is_file():
-            from safetensors.torch import load_file
-
-            state = load_file(str(folder / "model.safetensors"))
-        elif (folder / "pytorch_model.bin").is_file():
-            state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
-        else:
-            raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {folder}")
-        layer.load_state_dict(state)
-        return layer
 
 
 class ColBERT(nn.Module):
@@ -411,7 +360,7 @@ class ColBERT(nn.Module):
             _write_json(folder / "config.json", layer.config_dict())
             save_file({k: v.detach().cpu().contiguous() for k, v in layer.state_dict().items()},
                       str(folder / "model.safetensors"))
-            modules.append({"idx": i, "name": str(i), "path": folder.name, "type": _DENSE_TYPE})
+            modules.append({"idx": i, "name": str(i), "path": folder.name, "type": DENSE_TYPE})
         _write_json(root / "modules.json", modules)
         cfg = self.config
         _write_json(root / "config_sentence_transformers.json", {
@@ -429,14 +378,6 @@ def _seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
-
-
-def _read_json(path: Path):
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2))
 
 
 def _version(package: str) -> str:
