@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from .docstore import DocRow, DocStore
 from .errors import IndexCorruptError, IndexMismatchError, IndexStateError
 from .manifest import INDEX_TYPES, MANIFEST_NAME, IndexManifest
-from .structures import doc_row, flatten_vectors, make_config, make_structure
+from .structures import doc_row, flatten_vectors, make_config, make_structure, query_vectors
 from .storage import TMP_PREFIX, remove_quietly, verify_file, writer_lock
 from .vectors import VectorStore, take_docs
 
@@ -406,32 +406,13 @@ class Index:
             self._save()
 
     # ----------------------------------------------------------------- search / read API
-    def _query_vectors(self, queries: Any) -> tuple[Any, int]:
-        if isinstance(queries, (list, tuple)) and len(queries) == 0:
-            return [], 0
-        if isinstance(queries, str) or (isinstance(queries, (list, tuple)) and queries and all(isinstance(q, str) for q in queries)):
-            texts = [queries] if isinstance(queries, str) else list(queries)
-            if self.model is None:
-                raise IndexStateError("text queries need a model: Index.open(path, model=...)")
-            queries = self.model.encode_queries(texts, show_progress=False)
-        if hasattr(queries, "detach"):  # torch tensor
-            queries = queries.detach().cpu().numpy()
-        if self.manifest.kind == "dense":
-            arr = np.asarray(queries, dtype=np.float32)
-            arr = arr[None] if arr.ndim == 1 else arr
-            return arr, len(arr)
-        if isinstance(queries, np.ndarray) and queries.ndim == 2:
-            queries = [queries]
-        mats = [np.asarray(q.detach().cpu().numpy() if hasattr(q, "detach") else q, dtype=np.float32) for q in queries]
-        return mats, len(mats)
-
     def search(self, queries: Any, k: int = 10, filter: Mapping[str, Any] | None = None, **params: Any) -> list[list[Hit]]:
         """Top-`k` hits for each query: text(s) (encoded with the model) or query vectors (dense: (dim,) or
         (n, dim); ColBERT: one (n_tokens, dim) matrix or a list of them). `filter`: metadata filter
         (see `DocStore.filter_iids`). `params`: per-call search settings (nprobe, ef_search, ndocs, ...)."""
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
-        vectors, n = self._query_vectors(queries)
+        vectors, n = query_vectors(self.manifest.kind, queries, self.model)
         if n == 0:
             return []
         self._sync(locked=False)

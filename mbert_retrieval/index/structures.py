@@ -1,5 +1,5 @@
 """Factories shared by the `Index` facade: structure configs/instances per (kind, index_type) and
-validation of documents and encoder outputs."""
+validation of documents, encoder outputs and queries."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .exact import ExactTokenIndex
 from .plaid import PlaidConfig, PlaidIndex
 from .vectors import VectorStore
 
-__all__ = ["make_config", "make_structure", "doc_row", "flatten_vectors"]
+__all__ = ["make_config", "make_structure", "doc_row", "flatten_vectors", "query_vectors"]
 
 
 def make_config(kind: str, index_type: str, quantization: str | None, params: Mapping[str, Any]) -> DenseConfig | PlaidConfig | None:
@@ -61,3 +61,27 @@ def flatten_vectors(kind: str, dim: int, vectors: Any, n: int) -> tuple[np.ndarr
         raise ValueError(f"expected {n} token matrices, got {len(mats)}")
     offsets = np.concatenate([[0], np.cumsum([len(m) for m in mats])]).astype(np.int64)
     return (np.concatenate(mats) if mats else np.zeros((0, dim), np.float32)), offsets
+
+
+def query_vectors(kind: str, queries: Any, model: Any) -> tuple[Any, int]:
+    """Search input as vectors: text(s) encoded with `model`; dense vectors as a float32 (n, dim) array;
+    ColBERT token matrices as a list of float32 (n_tokens, dim) arrays. Returns (vectors, number of queries)."""
+    from .errors import IndexStateError
+
+    if isinstance(queries, (list, tuple)) and len(queries) == 0:
+        return [], 0
+    if isinstance(queries, str) or (isinstance(queries, (list, tuple)) and all(isinstance(q, str) for q in queries)):
+        texts = [queries] if isinstance(queries, str) else list(queries)
+        if model is None:
+            raise IndexStateError("text queries need a model: Index.open(path, model=...)")
+        queries = model.encode_queries(texts, show_progress=False)
+    if hasattr(queries, "detach"):  # torch tensor
+        queries = queries.detach().cpu().numpy()
+    if kind == "dense":
+        arr = np.asarray(queries, dtype=np.float32)
+        arr = arr[None] if arr.ndim == 1 else arr
+        return arr, len(arr)
+    if isinstance(queries, np.ndarray) and queries.ndim == 2:
+        queries = [queries]
+    mats = [np.asarray(q.detach().cpu().numpy() if hasattr(q, "detach") else q, dtype=np.float32) for q in queries]
+    return mats, len(mats)
