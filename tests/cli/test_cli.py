@@ -105,27 +105,14 @@ def test_index_colbert_and_hybrid(tmp_path, tiny_modernbert):
     assert len(hits) == 3
 
 
-def test_index_resumes_after_interruption(tmp_path, tiny_modernbert, monkeypatch):
-    from mbert_retrieval.biencoder import BiEncoder
-
+def test_index_resumes_after_interruption(tmp_path, tiny_modernbert, encode_counter):
     corpus = _jsonl(tmp_path)
-    encoded: list[int] = []
-    original = BiEncoder.encode_documents
-
-    def flaky(self, texts, show_progress=False):
-        if len(encoded) == 1:
-            raise KeyboardInterrupt  # Ctrl-C while the second chunk is being encoded
-        encoded.append(len(texts))
-        return original(self, texts, show_progress=show_progress)
-
-    monkeypatch.setattr(BiEncoder, "encode_documents", flaky)
+    encoded = encode_counter.encoded
+    encode_counter.interrupt_at(2)  # Ctrl-C while the second chunk is being encoded
     args = ("index", corpus, tmp_path / "idx", "--model", tiny_modernbert, "--chunk-size", "4", "-q")
     first = mbret(*args)
     assert first.exit_code == 130 and "re-run the same command to resume" in first.stderr
     assert js(mbret("info", tmp_path / "idx", "--json"))["n_documents"] == 4
-
-    monkeypatch.setattr(BiEncoder, "encode_documents", lambda self, texts, show_progress=False: (
-        encoded.append(len(texts)), original(self, texts, show_progress=show_progress))[1])
     summary = js(mbret(*args, "--json"))
     assert summary["resumed_from"] == 4 and summary["documents"] == 10
     assert sum(encoded) == 10  # nothing encoded twice

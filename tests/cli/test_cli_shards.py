@@ -86,20 +86,10 @@ def test_sharded_flat_search_equals_unsharded(tmp_path, tiny_modernbert, kind):
     assert "n_shards" in text and "shard-00001" in text
 
 
-def test_rerun_is_a_no_op_and_interrupted_build_resumes(tmp_path, tiny_modernbert, monkeypatch):
-    from mbert_retrieval.biencoder import BiEncoder
-
+def test_rerun_is_a_no_op_and_interrupted_build_resumes(tmp_path, tiny_modernbert, encode_counter):
     corpus, queries = _corpus(tmp_path), _queries(tmp_path)
-    encoded: list[int] = []
-    original = BiEncoder.encode_documents
-
-    def flaky(self, texts, show_progress=False):
-        if len(encoded) == 1:
-            raise KeyboardInterrupt  # Ctrl-C while the second shard is being encoded
-        encoded.append(len(texts))
-        return original(self, texts, show_progress=show_progress)
-
-    monkeypatch.setattr(BiEncoder, "encode_documents", flaky)
+    encoded = encode_counter.encoded
+    encode_counter.interrupt_at(2)  # Ctrl-C while the second shard is being encoded
     args = ("index", corpus, tmp_path / "idx", "--model", tiny_modernbert, "--shards", "3", "-q")
     first = mbret(*args)
     assert first.exit_code == 130 and "re-run the same command to resume" in first.stderr
@@ -107,12 +97,6 @@ def test_rerun_is_a_no_op_and_interrupted_build_resumes(tmp_path, tiny_modernber
     assert info["sharded"] is True and info["state"] == "encoding" and info["n_documents_done"] == 4
     assert "re-run" in mbret("info", tmp_path / "idx").stderr
     assert mbret("search", tmp_path / "idx", "q").exit_code == 2  # not an index yet
-
-    def counting(self, texts, show_progress=False):
-        encoded.append(len(texts))
-        return original(self, texts, show_progress=show_progress)
-
-    monkeypatch.setattr(BiEncoder, "encode_documents", counting)
     summary = js(mbret(*args, "--json"))
     assert summary["resumed_from"] == 4 and summary["documents"] == 12
     assert sum(encoded) == 12  # nothing encoded twice
