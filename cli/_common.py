@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import sys
 import traceback
@@ -20,6 +21,7 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_OK, EXIT_RUNTIME, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+RESUME_SAME = "re-run the same command to resume where it stopped"
 EXIT_CODES_HELP = ("Exit codes: 0 success; 1 runtime failure (corrupt index, model cannot be loaded, "
                    "training/evaluation error); 2 bad input (malformed corpus/queries file with file and line, "
                    "bad option, unknown filter, model that does not match the index); 130 interrupted.")
@@ -38,10 +40,9 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
 
     types: list[type[BaseException]] = [BadInput, DataError, IndexMismatchError, FileNotFoundError,
                                         FileExistsError, NotADirectoryError, ValueError]
-    with contextlib.suppress(Exception):
-        from mbert_retrieval.train.config import ConfigError
-
-        types.append(ConfigError)
+    config = sys.modules.get("mbert_retrieval.train.config")  # not imported: none of its errors was raised
+    if config is not None:  # (importing it would import torch)
+        types.append(config.ConfigError)
     return tuple(types)
 
 
@@ -72,15 +73,16 @@ def format_error(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def cli_errors() -> Iterator[None]:
+def cli_errors(resume_hint: str | None = None) -> Iterator[None]:
     """Turn the package's exceptions into a clear message on stderr and an exit code (no traceback
-    unless --verbose): 2 for bad input, 1 for runtime failures, 130 when interrupted."""
+    unless --verbose): 2 for bad input, 1 for runtime failures, 130 when interrupted (`resume_hint`: how the
+    work done so far is picked up again, for commands that can)."""
     try:
         yield
     except typer.Exit:
         raise
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/yellow]: re-run the same command to resume where it stopped")
+        err.print("[yellow]interrupted[/yellow]" + (f": {resume_hint}" if resume_hint else ""), markup=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as exc:  # noqa: BLE001 - the whole point is to catch everything at the CLI boundary
         code = EXIT_BAD_INPUT if isinstance(exc, _bad_input_types()) else EXIT_RUNTIME
@@ -112,14 +114,29 @@ def setup_logging(verbose: bool) -> None:
     logging.getLogger("mbert_retrieval.hub").setLevel(logging.INFO if verbose else logging.ERROR)
     for name in ("bm25s", "httpx", "urllib3", "filelock", "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    # transformers reads this when it is imported; importing it here would cost seconds on every command
+    # (`--help`, `info` and `delete` load no model): the rest is done by `quiet_transformers` before a load
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "info" if verbose else "error")
+    if "transformers" in sys.modules:
+        quiet_transformers()
+
+
+def quiet_transformers() -> None:
+    """transformers' log level as --verbose says, and no per-load progress bars (call before loading a model)."""
     with contextlib.suppress(Exception):
         import transformers
 
-        transformers.logging.set_verbosity_info() if verbose else transformers.logging.set_verbosity_error()
+        transformers.logging.set_verbosity_info() if STATE["verbose"] else transformers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()
 
 
 # ---------------------------------------------------------------------------------------------- parsing
+def json_error_text(exc: json.JSONDecodeError) -> str:
+    """"Expecting value at column 3"; json's "Unterminated string starting at" already ends with "at"."""
+    joiner = " column" if exc.msg.endswith(" at") else " at column"
+    return f"{exc.msg}{joiner} {exc.colno}"
+
+
 def _json_or_str(raw: str) -> Any:
     try:
         return json.loads(raw)
@@ -129,6 +146,8 @@ def _json_or_str(raw: str) -> Any:
 
 _FILTER_RE = re.compile(r"^\s*([^=!<>\s][^=!<>]*?)\s*(>=|<=|!=|=|>|<)\s*(.*?)\s*$", re.S)
 _OPS = {"=": "$eq", "!=": "$ne", ">=": "$gte", "<=": "$lte", ">": "$gt", "<": "$lt"}
+FILTER_SYNTAX = ("field=value, field!=value, field>=N, field<=N, field>N, field<N, or a JSON object like "
+                 "'{\"year\": {\"$gte\": 2020}}'")
 
 
 def parse_filters(items: Sequence[str] | None) -> dict[str, Any] | None:
@@ -144,14 +163,17 @@ def parse_filters(items: Sequence[str] | None) -> dict[str, Any] | None:
             try:
                 value = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise BadInput(f"--filter {raw!r}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+                raise BadInput(f"--filter {raw!r}: invalid JSON ({json_error_text(exc)})") from None
             if not isinstance(value, dict):
                 raise BadInput(f"--filter {raw!r}: a JSON filter must be an object")
             parts.append(value)
             continue
         m = _FILTER_RE.match(text)
         if not m or not m.group(1):
-            raise BadInput(f"--filter {raw!r}: expected field=value (or !=, >=, <=, >, <) or a JSON object")
+            raise BadInput(f"--filter {raw!r}: expected {FILTER_SYNTAX}")
+        if m.group(3)[:1] in ("=", "!", "<", ">"):  # year>>2, year==2, year=>2: a typo, not a value ">2"
+            raise BadInput(f"--filter {raw!r}: malformed operator {m.group(2) + m.group(3)[:1]!r}; expected "
+                           f"{FILTER_SYNTAX} (a value that starts with = ! < > goes in a JSON object)")
         field, op, value = m.group(1), m.group(2), _json_or_str(m.group(3))
         if op == "=" and not isinstance(value, dict):
             parts.append({field: value})
@@ -187,8 +209,16 @@ def parse_params(items: Sequence[str] | None, option: str = "--param") -> dict[s
     return out
 
 
-def model_options(batch_size: int | None, max_tokens: int | None, device: str | None) -> dict[str, Any]:
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def model_options(batch_size: int | None, max_tokens: int | None, device: str | None,
+                  dtype: str | None = None) -> dict[str, Any]:
     opts: dict[str, Any] = {}
+    if dtype is not None:
+        if dtype not in DTYPES:
+            raise BadInput(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        opts["dtype"] = dtype
     if batch_size is not None:
         if batch_size < 1:
             raise BadInput(f"--batch-size must be >= 1, got {batch_size}")
@@ -211,6 +241,11 @@ def _default(obj: Any) -> Any:
     if isinstance(obj, (Path, set, frozenset)):
         return str(obj) if isinstance(obj, Path) else sorted(obj)
     return str(obj)
+
+
+def plural(n: int, word: str) -> str:
+    """"1 document", "2 documents"."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def dumps(obj: Any, indent: int | None = 2) -> str:
@@ -245,6 +280,8 @@ def progress(description: str, total: int | None, enabled: bool = True) -> Itera
 
 @contextlib.contextmanager
 def status(message: str, enabled: bool = True) -> Iterator[None]:
+    """A spinner on stderr while something slow (reading, loading a model) happens."""
+    quiet_transformers()  # the slow steps wrapped in a status are where models get loaded
     if not enabled:
         yield
         return

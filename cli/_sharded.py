@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ._common import BadInput, err, fail, out, plain_mapping, print_json
+from ._common import BadInput, err, fail, out, plain_mapping, plural, print_json
+from ._corpus import print_read_summary
 
 
 def check_shard_options(shards: int | None, ray: str | None, workers: int | None) -> str:
@@ -55,7 +56,7 @@ def rank_device() -> dict[str, Any]:
 
 def index_sharded(corpus: Path, index_dir: Path, docs, loaded, kind: str, index_type: str, n_shards: int,
                    backend: str, ray: str | None, workers: int | None, hybrid: bool, model_kwargs: dict[str, Any],
-                   json_out: bool, quiet: bool, **params: Any) -> None:
+                   json_out: bool, quiet: bool, read_info: dict[str, Any], **params: Any) -> None:
     import os
 
     from mbert_retrieval.retriever_sharded import build_sharded_retriever, sharded_resume_count
@@ -75,14 +76,15 @@ def index_sharded(corpus: Path, index_dir: Path, docs, loaded, kind: str, index_
         return
     with retriever:
         summary.update(documents=len(retriever), resumed_from=min(resumed, len(retriever)),
-                       fallback_model=bool(retriever.fallback_message))
+                       fallback_model=bool(retriever.fallback_message), **read_info)
     if json_out:
         print_json(summary)
         return
     if summary["resumed_from"]:
-        err.print(f"resumed: {summary['resumed_from']} documents were already done")
-    out.print(f"[green]indexed[/green] {summary['documents']} documents into {index_dir} ({n_shards} shards, "
+        err.print(f"resumed: {plural(summary['resumed_from'], 'document')} already done")
+    out.print(f"[green]indexed[/green] {plural(summary['documents'], 'document')} into {index_dir} ({n_shards} shards, "
               f"{kind}/{index_type}, {backend} encoding, model {loaded.model_id})")
+    print_read_summary(read_info)
 
 
 def sharded_build_started(index_dir: Path) -> bool:

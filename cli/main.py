@@ -1,5 +1,5 @@
 """`mbret`: the command line of mbert-retrieval (index, search, maintain and serve index folders; train,
-evaluate, benchmark). Commands live in `index_cmds` and `model_cmds`; shared helpers in `_common`."""
+evaluate, benchmark). Commands live in `write_cmds`, `index_cmds` and `model_cmds`; shared helpers in `_common`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import os
 import typer
 
 from ._common import EXIT_CODES_HELP, setup_logging
-from .index_cmds import add_cmd, delete_cmd, index_cmd, info_cmd, search_cmd, serve_cmd
+from .index_cmds import info_cmd, search_cmd, serve_cmd
 from .model_cmds import bench_cmd, eval_cmd, mine_cmd, train_cmd
+from .write_cmds import add_cmd, delete_cmd, index_cmd
 
 __all__ = ["app", "main"]
 
@@ -59,7 +60,10 @@ def _epilog(*lines: str) -> str:
 app.command("index", epilog=_epilog(
     "mbret index examples/data/corpus.jsonl my-index",
     "mbret index examples/data my-index --hybrid      (BEIR folder, plus BM25)",
-    "mbret index notes/ notes-index --format text --model path/to/model",
+    "mbret index notes/ notes-index --model path/to/model   (every text-like file; a summary says what was read)",
+    "mbret index faq.csv faq-index --text-column answer --id-column id --title-column question",
+    "mbret index notes.txt notes-index --txt-split paragraph   (or line | file)",
+    "mbret index docs.jsonl existing-folder --force   (a non-empty folder that holds no index)",
     "mbret index src/ code-index --kind colbert --index plaid -p nbits=4",
     "mbret index big.jsonl big-index --index hnsw -p hnsw_m=32 --batch-size 64",
     "mbret index big.jsonl big-index --shards 8 --index ivfpq -p pq_m=48   (one index per shard, read-only)",
@@ -72,7 +76,7 @@ app.command("search", epilog=_epilog(
     "mbret search my-index bread -k 3 -f topic=cooking -f \"year>=2019\" --json",
     "mbret search my-index \"trade\" --filter '{\"year\": {\"$lt\": 0}}'",
     "mbret search my-index --queries queries.jsonl --json > results.jsonl",
-    "mbret search my-index \"rust ownership\" --hybrid",
+    "mbret search my-index \"rust ownership\" --hybrid   (this search only; --no-hybrid the other way)",
 ))(search_cmd)
 app.command("info", epilog=_epilog("mbret info my-index", "mbret info my-index --json --verify"))(info_cmd)
 app.command("add", epilog=_epilog(
@@ -102,6 +106,7 @@ app.command("eval", epilog=_epilog(
     "mbret eval examples/data              (default model, exact search)",
     "mbret eval scifact nfcorpus --model runs/demo/final -o results/",
     "mbret eval examples/data --index my-index --json   (the index's search)",
+    "mbret eval examples/data --index my-index --hybrid   (fuse BM25 for this run; the index is not changed)",
 ))(eval_cmd)
 app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
             epilog=_epilog("mbret bench --list", "mbret bench encode --n 200 --json",

@@ -14,6 +14,10 @@ Hub layout (MTEB's, which CoIR follows): config `corpus` split `corpus` (`_id`, 
 CodeSearchNet(-ccr) use per-language configs `<lang>-corpus`, `<lang>-queries`, `<lang>-qrels`. When those
 configs are missing, the older CoIR layout is tried: `<path>-queries-corpus` (splits `corpus`, `queries`) and
 `<path>-qrels` (split `<split>`). CoIR sets are pinned to the revisions MTEB uses where known.
+
+Results files name each dataset's revision: the hub revision loaded, or for the BEIR sets (read from BEIR's
+zips or local copies) the revision of MTEB's hub copy of that task (`task_revision`), so MTEB's loaders and
+leaderboard can compare them; other local folders have none (their content fingerprint stands in).
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ __all__ = [
     "BEIR_URL",
     "BEIR_TASKS",
     "COIR_TASKS",
+    "MTEB_REVISIONS",
+    "task_revision",
     "load_dataset",
     "clear_download",
 ]
@@ -55,6 +61,38 @@ CQADUPSTACK = ("android", "english", "gaming", "gis", "mathematica", "physics", 
                "unix", "webmasters", "wordpress")
 BEIR_TASKS.update({f"cqadupstack/{s}": f"CQADupstack{s.capitalize()}Retrieval" for s in CQADUPSTACK})
 
+# MTEB task name -> dataset revision of MTEB's hub copy of the BEIR set (mteb/<name>, converted from the same
+# BEIR zips; MTEB's scores on it match ours). Copied from the task metadata of mteb 2.26.24
+# (`mteb.get_task(name).metadata.dataset["revision"]`); `task_revision` asks mteb itself when it is installed.
+MTEB_REVISIONS: dict[str, str] = {
+    "SciFact": "d56462d0e63a25450459c4f213e49ffdb866f7f9",  # mteb/scifact
+    "NFCorpus": "ec0fa4fe99da2ff19ca1214b7966684033a58814",  # mteb/nfcorpus
+    "ArguAna": "c22ab2a51041ffd869aaddef7af8d8215647e41a",  # mteb/arguana
+    "FiQA2018": "27a168819829fe9bcd655c2df245fb19452e8e06",  # mteb/fiqa
+    "TRECCOVID": "bb9466bac8153a0349341eb1b22e06409e78ef4e",  # mteb/trec-covid
+    "SCIDOCS": "f8c2fcf00f625baaa80f62ec5bd9e1fff3b8ae88",  # mteb/scidocs
+    "QuoraRetrieval": "e4e08e0b7dbe3c8700f0daef558ff32256715259",  # mteb/quora
+    "NQ": "b774495ed302d8c44a3a7ea25c90dbce03968f31",  # mteb/nq
+    "HotpotQA": "ab518f4d6fcca38d87c25209f94beba119d02014",  # mteb/hotpotqa
+    "FEVER": "bea83ef9e8fb933d90a2f1d5515737465d613e12",  # mteb/fever
+    "ClimateFEVER": "47f2ac6acb640fc46020b02a5b59fdda04d39380",  # mteb/climate-fever
+    "DBPedia": "c0f706b76e590d620bd6618b3ca8efdd34e2d659",  # mteb/dbpedia
+    "MSMARCO": "c5a29a104738b98a9e76336939199e264163d4a0",  # mteb/msmarco
+    "Touche2020": "a34f9a33db75fa0cbb21bb5cfc3dae8dc8bec93f",  # mteb/touche2020
+    "CQADupstackAndroidRetrieval": "9be4c0e46342e8e3aff577a89b9a1ec9bc6b4af3",  # mteb/CQADupstackAndroidRetrieval
+    "CQADupstackEnglishRetrieval": "ad9991cb51e31e31e430383c75ffb2885547b5f0",  # mteb/cqadupstack-english
+    "CQADupstackGamingRetrieval": "4885aa143210c98657558c04aaf3dc47cfb54340",  # mteb/cqadupstack-gaming
+    "CQADupstackGisRetrieval": "5003b3064772da1887988e05400cf3806fe491f2",  # mteb/cqadupstack-gis
+    "CQADupstackMathematicaRetrieval": "90fceea13679c63fe563ded68f3b6f06e50061de",  # mteb/cqadupstack-mathematica
+    "CQADupstackPhysicsRetrieval": "79531abbd1fb92d06c6d6315a0cbbbf5bb247ea4",  # mteb/cqadupstack-physics
+    "CQADupstackProgrammersRetrieval": "6184bc1440d2dbc7612be22b50686b8826d22b32",  # mteb/cqadupstack-programmers
+    "CQADupstackStatsRetrieval": "65ac3a16b8e91f9cee4c9828cc7c335575432a2a",  # mteb/cqadupstack-stats
+    "CQADupstackTexRetrieval": "46989137a86843e03a6195de44b09deda022eec7",  # mteb/cqadupstack-tex
+    "CQADupstackUnixRetrieval": "6c6430d3a6d36f8d2a829195bc5dc94d7e063e53",  # mteb/cqadupstack-unix
+    "CQADupstackWebmastersRetrieval": "160c094312a0e1facb97e55eeddb698c0abe3571",  # mteb/cqadupstack-webmasters
+    "CQADupstackWordpressRetrieval": "4ffe81d471b1924886b33c7567bfb200e9eec5c4",  # mteb/cqadupstack-wordpress
+}
+
 
 @dataclass(frozen=True)
 class HubTask:
@@ -66,20 +104,26 @@ class HubTask:
     configs: tuple[str, str, str] = ("corpus", "queries", "default")
 
 
+# CoIR sets on the hub, pinned to the revisions of the same repositories in mteb 2.26.24's task metadata. (mteb
+# 2.x moved StackOverflowQA to mteb/StackOverflowQA @ 7b46f5eb; this loads CoIR's copy at the revision mteb 1.x
+# pinned, and results files name the revision loaded.)
 COIR_TASKS: dict[str, HubTask] = {
     "apps": HubTask("CoIR-Retrieval/apps", "AppsRetrieval", "f22508f96b7a36c2415181ed8bb76f76e04ae2d5",
                     ("eng-Latn", "python-Code")),
-    "cosqa": HubTask("CoIR-Retrieval/cosqa", "CosQA", None, ("eng-Latn", "python-Code")),
+    "cosqa": HubTask("CoIR-Retrieval/cosqa", "CosQA", "bc5efb7e9d437246ce393ed19d772e08e4a79535", ("eng-Latn", "python-Code")),
     "synthetic-text2sql": HubTask("CoIR-Retrieval/synthetic-text2sql", "SyntheticText2SQL",
                                   "686b87296c3a0191b5d9415a00526c62db9fce09", ("eng-Latn", "sql-Code")),
     "codetrans-dl": HubTask("CoIR-Retrieval/codetrans-dl", "CodeTransOceanDL",
                             "281562cb8a1265ab5c0824bfa6ddcd9b0a15618f", ("python-Code",)),
-    "codetrans-contest": HubTask("CoIR-Retrieval/codetrans-contest", "CodeTransOceanContest", None,
+    "codetrans-contest": HubTask("CoIR-Retrieval/codetrans-contest", "CodeTransOceanContest",
+                                 "20da4eb20a4b17300c0986ee148c90867a7f2a4d",
                                  ("python-Code", "c++-Code")),
     "stackoverflow-qa": HubTask("CoIR-Retrieval/stackoverflow-qa", "StackOverflowQA",
                                 "db8f169f3894c14a00251061f957b2063eef2bd5", ("eng-Latn",)),
-    "codefeedback-st": HubTask("CoIR-Retrieval/codefeedback-st", "CodeFeedbackST", None, ("eng-Latn",)),
-    "codefeedback-mt": HubTask("CoIR-Retrieval/codefeedback-mt", "CodeFeedbackMT", None, ("eng-Latn",)),
+    "codefeedback-st": HubTask("CoIR-Retrieval/codefeedback-st", "CodeFeedbackST",
+                                "d213819e87aab9010628da8b73ab4eb337c89340", ("eng-Latn",)),
+    "codefeedback-mt": HubTask("CoIR-Retrieval/codefeedback-mt", "CodeFeedbackMT",
+                                "b0f12fa0c0dd67f59c95a5c33d02aeeb4c398c5f", ("eng-Latn",)),
 }
 for _lang in ("go", "java", "javascript", "php", "python", "ruby"):
     _cfg = (f"{_lang}-corpus", f"{_lang}-queries", f"{_lang}-qrels")
@@ -123,6 +167,22 @@ class ResolvedDataset:
         if self._fingerprint is None:
             self._fingerprint = dataset_fingerprint(self.data)
         return self._fingerprint
+
+
+def task_revision(task_name: str) -> str | None:
+    """The dataset revision MTEB uses for a BEIR task (`MTEB_REVISIONS` names them): from mteb's own task
+    metadata when mteb is importable, else from `MTEB_REVISIONS`; None for any other task."""
+    if task_name not in MTEB_REVISIONS:
+        return None
+    try:
+        import mteb
+
+        revision = mteb.get_task(task_name).metadata.dataset["revision"]
+        if isinstance(revision, str) and revision:
+            return revision
+    except Exception as e:  # noqa: BLE001 - mteb absent, or a version without this task
+        logger.debug("mteb has no revision for %s (%s: %s); using the pinned one", task_name, type(e).__name__, e)
+    return MTEB_REVISIONS[task_name]
 
 
 def default_cache_dir() -> Path:

@@ -30,15 +30,15 @@ from mbert_retrieval.data import document_text
 from mbert_retrieval.maxsim import maxsim, pad_token_vectors
 
 from ._atomic import atomic_write_json
-from .datasets import ResolvedDataset, corpus_fingerprint, resolve_dataset
+from .datasets import ResolvedDataset, corpus_fingerprint, resolve_dataset, task_revision
 from .metrics import DEFAULT_K_VALUES, EvalResult, evaluate_run, ranked, save_trec_run
-from .results import (MAIN_METRICS, average_scores, model_meta, mteb_result, print_results_table, results_table,
-                      write_mteb_layout)
+from .results import (MAIN_METRICS, average_scores, model_identity, model_meta, mteb_result, print_results_table,
+                      results_table, write_mteb_layout)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["EvalConfig", "DatasetReport", "EvaluationReport", "EmbeddingCache", "evaluate_model", "retriever_search_factory",
-           "encode_corpus", "exact_search", "SearchFn"]
+           "encode_corpus", "exact_search", "SearchFn", "check_options", "OPTION_FIELDS"]
 
 SearchFn = Callable[[dict[str, str], int], Mapping[str, Mapping[str, float]]]
 CACHE_FORMAT = 1
@@ -63,9 +63,37 @@ class EvalConfig:
     colbert_query_batch_size: int = 16
     colbert_doc_chunk_size: int = 256
     device: str = "cpu"
-    run_tag: str | None = None  # TREC run tag; default derived from the model id
+    run_tag: str | None = None  # TREC run tag; default derived from the model name
     dataset_revision: str | None = None  # override of the pinned hub revision
     print_table: bool | None = None  # None: when show_progress
+    model_name: str | None = None  # the model's name in results files; default: its hub id (see model_identity)
+    model_revision: str | None = None  # its revision there; default: the model's (or its hub snapshot's) revision
+
+
+# EvalConfig fields that are `evaluate_model` parameters of their own (not passed as **options)
+_OWN_PARAMETERS = ("split", "k", "index_type", "cache_dir", "output_dir", "show_progress")
+# The options `evaluate_model(**options)` (and `mbret eval --option`) take
+OPTION_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(EvalConfig) if f.name not in _OWN_PARAMETERS)
+_CUTOFF_FIELDS = ("k_values", "mrr_k_values")
+
+
+def check_options(options: Mapping[str, Any], allowed: Sequence[str] = OPTION_FIELDS) -> dict[str, Any]:
+    """Check `EvalConfig` options by name (unknown ones: the valid names and a close-match hint) and type
+    (integers >= 1, booleans, strings; cut-off lists as non-empty lists of integers >= 1) and return them
+    normalised (cut-off lists as tuples). Raises `SettingError`, a ValueError (and TypeError) whose message
+    starts with the option's name."""
+    from mbert_retrieval.index.structures import SettingError, check_settings
+
+    allowed = tuple(allowed)
+    cutoffs = {n: v for n, v in options.items() if n in _CUTOFF_FIELDS and n in allowed}
+    check_settings(EvalConfig, {n: v for n, v in options.items() if n not in cutoffs}, allowed)
+    out = dict(options)
+    for name, value in cutoffs.items():
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value or any(
+                isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in value):
+            raise SettingError(name, f"expected a non-empty list of integers >= 1, got {value!r}")
+        out[name] = tuple(int(v) for v in value)
+    return out
 
 
 @dataclass
@@ -274,11 +302,13 @@ def exact_search(kind: str, queries: Any, documents: Any, k: int, config: EvalCo
         out_v, out_i = [], []
         for qs in tqdm(range(0, n_q, cfg.query_batch_size), desc="search", disable=not show_progress):
             q = q_all[qs:qs + cfg.query_batch_size]
-            best = None
+            best: tuple[torch.Tensor, torch.Tensor] | None = None
             for ds in range(0, n_docs, cfg.doc_chunk_size):
                 v, i = _topk(q @ docs[ds:ds + cfg.doc_chunk_size].T, k)
                 best = _merge(best, (v, i + ds), k)
-            out_v.append(best[0]), out_i.append(best[1])
+            assert best is not None  # n_docs > 0
+            out_v.append(best[0])
+            out_i.append(best[1])
         return torch.cat(out_v).cpu().numpy(), torch.cat(out_i).cpu().numpy()
     # ColBERT: each document chunk is padded once and scored against every query batch
     qb = cfg.colbert_query_batch_size
@@ -367,7 +397,8 @@ def evaluate_model(
     it too; None: no embedding cache, downloads in `default_cache_dir()`. `output_dir`: per dataset
     `<name>/results.json` (MTEB shape), `<name>/run.trec`, `<name>/per_query.json`; plus `summary.json` and
     `mteb/<model>/<revision>/<TaskName>.json` + `model_meta.json` (the layout MTEB's results repository reads).
-    Extra keyword `options` are `EvalConfig` fields."""
+    Extra keyword `options` are `EvalConfig` fields (`OPTION_FIELDS`), checked by `check_options`: an unknown
+    name or a wrong type is a ValueError naming the option."""
     if index is not None:
         if search_fn is not None or search_factory is not None:
             raise ValueError("give one of index, search_fn or search_factory")
@@ -380,12 +411,8 @@ def evaluate_model(
         model = index.model if model is None else model
         search_factory = retriever_search_factory(index)
         index_type = "index" if index_type == "exact" else index_type
-    known = {f.name for f in fields(EvalConfig)}
-    unknown = set(options) - known
-    if unknown:
-        raise TypeError(f"unknown option(s) {sorted(unknown)}; EvalConfig fields: {sorted(known)}")
     cfg = EvalConfig(split=split, k=k, index_type=index_type, cache_dir=cache_dir, output_dir=output_dir,
-                     show_progress=show_progress, **options)
+                     show_progress=show_progress, **check_options(options))
     if cfg.k < 1:
         raise ValueError("k must be >= 1")
     if cfg.index_type != "exact" and search_fn is None and search_factory is None:
@@ -393,11 +420,13 @@ def evaluate_model(
                          "mbert_retrieval.index wrapped as search_fn(queries, k) -> run); only 'exact' is built in")
     if search_fn is None and search_factory is None and getattr(model, "kind", None) not in ("dense", "colbert"):
         raise ValueError(f"model.kind must be 'dense' or 'colbert', got {getattr(model, 'kind', None)!r}")
-    specs = list(datasets) if isinstance(datasets, (list, tuple)) else [datasets]
+    specs: list[Any] = list(datasets) if isinstance(datasets, (list, tuple)) else [datasets]
     k_values = tuple(v for v in cfg.k_values if v <= cfg.k) or (cfg.k,)
     main_score = "ndcg_at_10" if 10 in k_values else f"ndcg_at_{max(k_values)}"
-    model_name = str(getattr(model, "model_id", type(model).__name__))
-    model_rev = getattr(model, "revision", None)
+    identity = model_identity(model, cfg.model_name, cfg.model_revision)  # a hub id, never a local path
+    model_name, model_rev = identity.name, identity.revision
+    if identity.note and cfg.output_dir is not None:
+        logger.warning("%s", identity.note)
     tag = cfg.run_tag or "".join(c if c.isalnum() or c in "-_." else "_" for c in model_name)[-64:] or "run"
     out_root = Path(cfg.output_dir) if cfg.output_dir is not None else None
     reports: dict[str, DatasetReport] = {}
@@ -411,8 +440,8 @@ def evaluate_model(
         queries = ds.data.queries
         skip_self = cfg.ignore_identical_ids and any(q in ds.data.corpus for q in queries)
         depth = cfg.k + 1 if skip_self else cfg.k
-        if search_fn is not None or search_factory is not None:
-            fn = search_fn if search_fn is not None else search_factory(model, ds)
+        fn = search_fn if search_fn is not None else search_factory(model, ds) if search_factory is not None else None
+        if fn is not None:
             # canonical (trec_eval) order and at most `depth` documents, whatever the hook returned
             run = {str(q): dict(ranked(docs)[:depth]) for q, docs in fn(dict(queries), depth).items()}
         else:
@@ -421,7 +450,8 @@ def evaluate_model(
             run = {q: dict([(d, s) for d, s in docs.items() if d != q][: cfg.k]) for q, docs in run.items()}
         result = evaluate_run(ds.data.qrels, run, k_values, cfg.mrr_k_values, cfg.ignore_identical_ids)
         elapsed = time.perf_counter() - start
-        revision = ds.revision or ds.fingerprint
+        # the hub revision loaded; for a BEIR set, MTEB's copy of it; else the content fingerprint
+        revision = ds.revision or task_revision(ds.task_name) or ds.fingerprint
         dr = DatasetReport(name, ds.task_name, cfg.split, result, run, elapsed, dataset_revision=revision)
         if out_root is not None:
             folder = out_root / name
@@ -439,7 +469,7 @@ def evaluate_model(
                         "per_query": atomic_write_json(folder / "per_query.json", result.per_query)}
             mteb_results[ds.task_name if ds.task_name not in mteb_results else name] = res
             report.files["mteb"] = write_mteb_layout(out_root / "mteb", mteb_results,
-                                                     model_meta(model, model_name, model_rev))
+                                                     model_meta(model, model_name, model_rev, identity.adapted_from))
         reports[name] = dr
         report.average = average_scores([r.result for r in reports.values()])
         if out_root is not None:

@@ -1,8 +1,10 @@
 """Results files and terminal tables.
 
-- `mteb_result`: one task's result in the JSON shape MTEB leaderboards read
-  (`task_name`, `dataset_revision`, `scores: {split: [{..., "main_score", "hf_subset", "languages"}]}`,
-  `evaluation_time`), plus `model_name` / `model_revision` and the dataset's content fingerprint.
+- `mteb_result`: one task's result in the JSON shape MTEB leaderboards read (mteb's `TaskResult`, the schema
+  of mteb >= 1.11; checked against mteb 2.26.24's `TaskResult.from_disk`): `task_name`, `dataset_revision`,
+  `mteb_version`, `scores: {split: [{..., "main_score", "hf_subset", "languages"}]}`, `evaluation_time`, plus
+  `model_name` / `model_revision` and the dataset's provenance (which mteb ignores).
+- `model_identity`: the name and revision results files give a model: its hub id, never a local path.
 - `beir_flat`: BEIR-style flat dict (`NDCG@10`, `Recall@100`, `MRR@10`, `MAP@10`, `P@1`, ...).
 - `results_table` / `print_results_table`: a rich table over several datasets with an average row.
 - `write_mteb_layout`: the folder layout MTEB's results repository and leaderboard read,
@@ -11,8 +13,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -24,6 +28,11 @@ from .metrics import EvalResult
 
 __all__ = [
     "MAIN_METRICS",
+    "MTEB_FORMAT_VERSION",
+    "NO_REVISION",
+    "ModelIdentity",
+    "model_identity",
+    "mteb_version",
     "mteb_result",
     "beir_flat",
     "average_scores",
@@ -37,13 +46,101 @@ __all__ = [
 MAIN_METRICS: tuple[str, ...] = ("ndcg_at_10", "recall_at_100", "mrr_at_10", "map_at_10")
 
 
-def _mteb_version() -> str | None:
+# The mteb release whose TaskResult schema the files follow (and were checked against with its own loader);
+# written as `mteb_version` when mteb is not installed. mteb's loader reads a file without `mteb_version` as
+# the pre-1.11 format and refuses it, so the field is always written.
+MTEB_FORMAT_VERSION = "2.26.24"
+# What MTEB writes for an unknown model or dataset revision (its folder name and model_meta.json value).
+NO_REVISION = "no_revision_available"
+
+
+def mteb_version() -> str:
+    """The installed mteb's version, else `MTEB_FORMAT_VERSION` (the schema the files follow)."""
     try:
         from importlib.metadata import version
 
         return version("mteb")
-    except Exception:
+    except Exception:  # noqa: BLE001 - not installed (PackageNotFoundError) or unreadable metadata
+        return MTEB_FORMAT_VERSION
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """How results files name a model. `name`: its hub id (`org/name`); for a local folder, the hub id recorded
+    in its path (a hub cache snapshot) or else `local/<folder name>` (MTEB requires an `org/name` shape).
+    `revision`: the hub commit when known. `location`: the local folder, if any. `adapted_from`: the hub id the
+    folder's `mbert_retrieval.json` says it was saved from (a base model, not this one). `note`: why the name is
+    not a hub id, for the user."""
+
+    name: str
+    revision: str | None = None
+    location: str | None = None
+    adapted_from: str | None = None
+    note: str | None = None
+
+
+def _hub_snapshot(path: str) -> tuple[str, str] | None:
+    """(`org/name`, commit) of a folder inside the Hugging Face cache (`models--org--name/snapshots/<commit>`)."""
+    parts = Path(os.path.abspath(path)).parts
+    for i in range(len(parts) - 2):
+        if parts[i].startswith("models--") and parts[i + 1] == "snapshots" and len(parts[i]) > len("models--"):
+            return parts[i][len("models--"):].replace("--", "/"), parts[i + 2]
+    return None
+
+
+def _looks_local(model_id: str) -> bool:
+    """A filesystem path rather than a hub id (`name` or `org/name`)."""
+    return (os.path.exists(model_id) or os.path.isabs(model_id) or model_id.startswith((".", "~"))
+            or model_id.count("/") > 1 or "\\" in model_id)
+
+
+def _packaged_hub_id(folder: str) -> str | None:
+    """The hub id of a folder that a package ships as that hub model (the offline fallback's files)."""
+    try:
+        from mbert_retrieval.hub import FALLBACK_MODEL_ID, fallback_model_path
+
+        return FALLBACK_MODEL_ID if os.path.samefile(folder, fallback_model_path()) else None
+    except (ImportError, OSError, RuntimeError):
         return None
+
+
+def _recorded_source(folder: str) -> str | None:
+    """The hub id a model folder saved by this package was saved from (`mbert_retrieval.json`)."""
+    try:
+        source = json.loads((Path(folder) / "mbert_retrieval.json").read_text(encoding="utf-8")).get("source_model_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return source if isinstance(source, str) and source and not _looks_local(source) else None
+
+
+def model_identity(model: Any, name: str | None = None, revision: str | None = None) -> ModelIdentity:
+    """The name and revision results files give `model` (`name` / `revision` override them). A hub id is kept;
+    a local folder is named by the hub id in its path (hub cache) or `local/<folder name>`, never by its path."""
+    model_id = str(getattr(model, "model_id", "") or type(model).__name__)
+    local = _looks_local(model_id)
+    snapshot = _hub_snapshot(model_id) if local else None
+    if snapshot is None and not local:  # loaded by hub id: the snapshot folder it was read from names the commit
+        resolved = getattr(getattr(model, "resolved", None), "path", None)
+        found = _hub_snapshot(str(resolved)) if resolved else None
+        snapshot = found if found and found[0] == model_id else None
+    # the commit of the files read is more precise than the revision asked for (a branch or tag)
+    rev = revision or (snapshot[1] if snapshot else None) or getattr(model, "revision", None)
+    location = os.path.abspath(os.path.expanduser(model_id)) if local else None
+    source = _recorded_source(model_id) if local else None
+    if name:
+        return ModelIdentity(name, rev, location, source)
+    if not local:
+        return ModelIdentity(model_id, rev)
+    if snapshot is not None:
+        return ModelIdentity(snapshot[0], rev, location, source)
+    packaged = _packaged_hub_id(model_id)
+    if packaged is not None:
+        return ModelIdentity(packaged, rev, location, source)
+    folder = Path(location or model_id).name or "model"
+    named = f"local/{folder}"
+    note = (f"{model_id} is a local folder with no hub id: the results files name it {named!r} "
+            "(set the model_name option, `--option model_name=org/name` on the command line, to publish it by name)")
+    return ModelIdentity(named, rev, location, source, note)
 
 
 def mteb_result(
@@ -60,15 +157,14 @@ def mteb_result(
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One task's result as an MTEB-style dict. Scores are fractions in [0, 1] (as MTEB writes them).
-    `mteb_version` is only written when the mteb package is installed."""
+    `mteb_version` is always written (see `mteb_version()`); an unknown `dataset_revision` is written as
+    `NO_REVISION`, since mteb requires a string there."""
     if main_score not in result.scores:
         raise KeyError(f"main score {main_score!r} not among the computed scores {sorted(result.scores)}")
     entry: dict[str, Any] = dict(result.scores)
     entry.update({"main_score": result.scores[main_score], "hf_subset": hf_subset, "languages": list(languages)})
-    out: dict[str, Any] = {"dataset_revision": dataset_revision, "task_name": task_name}
-    version = _mteb_version()
-    if version:
-        out["mteb_version"] = version
+    out: dict[str, Any] = {"dataset_revision": dataset_revision or NO_REVISION, "task_name": task_name,
+                           "mteb_version": mteb_version()}
     out.update({
         "scores": {split: [entry]},
         "evaluation_time": evaluation_time,
@@ -131,9 +227,10 @@ def results_table(results: Mapping[str, EvalResult | Mapping[str, float]],
 def print_results_table(results: Mapping[str, EvalResult | Mapping[str, float]],
                         metrics: Sequence[str] = MAIN_METRICS, title: str | None = None,
                         console: Console | None = None) -> Table:
-    """Print `results_table(...)` to the terminal (stderr by default, so stdout stays clean) and return it."""
+    """Print `results_table(...)` (to stdout by default: the table is the result; progress and notes go to
+    stderr) and return it."""
     table = results_table(results, metrics, title)
-    (console or Console(stderr=True)).print(table)
+    (console or Console()).print(table)
     return table
 
 
@@ -143,13 +240,14 @@ def write_results_json(obj: Any, path: str | os.PathLike) -> Path:
 
 
 def _slug(model_name: str) -> str:
-    """MTEB's folder name for a model: the hub id with '/' as '__' (a local path: its last two parts)."""
-    parts = [p for p in str(model_name).replace("\\", "/").split("/") if p and p not in (".", "..")]
-    return "__".join(parts[-2:]) or "model"
+    """MTEB's folder name for a model (`ModelMeta.model_name_as_path`): the name with '/' as '__'."""
+    return str(model_name).replace("/", "__").replace(" ", "_").replace("\\", "__").strip(".") or "model"
 
 
-def model_meta(model: Any, model_name: str, model_revision: str | None) -> dict[str, Any]:
-    """MTEB's `model_meta.json` fields that can be read off a loaded model (the rest stay None)."""
+def model_meta(model: Any, model_name: str, model_revision: str | None,
+               adapted_from: str | None = None) -> dict[str, Any]:
+    """MTEB's `model_meta.json` fields that can be read off a loaded model (the rest stay None).
+    `model_name` should be a hub id (see `model_identity`); an unknown revision is `NO_REVISION`, as MTEB writes."""
     kind = getattr(model, "kind", None)
     params = None
     if hasattr(model, "parameters"):
@@ -159,19 +257,19 @@ def model_meta(model: Any, model_name: str, model_revision: str | None) -> dict[
             params = None
     encoder = getattr(model, "encoder", None)
     max_tokens = getattr(getattr(encoder, "config", None), "max_length", None)
-    return {"name": model_name, "revision": model_revision, "release_date": None, "languages": None,
+    return {"name": model_name, "revision": model_revision or NO_REVISION, "release_date": None, "languages": None,
             "n_parameters": params, "memory_usage_mb": None, "max_tokens": max_tokens,
             "embed_dim": getattr(model, "dim", None), "license": None, "open_weights": None,
             "public_training_code": None, "public_training_data": None,
             "framework": ["PyTorch", "PyLate" if kind == "colbert" else "Sentence Transformers"],
             "similarity_fn_name": "MaxSim" if kind == "colbert" else "cosine", "use_instructions": None,
-            "training_datasets": None, "adapted_from": None, "superseded_by": None, "loader": None}
+            "training_datasets": None, "adapted_from": adapted_from, "superseded_by": None, "loader": None}
 
 
 def write_mteb_layout(root: str | os.PathLike, results: Mapping[str, Mapping[str, Any]], meta: Mapping[str, Any]) -> Path:
     """Write `<root>/<model>/<revision>/<TaskName>.json` for each MTEB-shaped result in `results` (keyed by
     task name) and `model_meta.json` beside them; returns that folder."""
-    folder = Path(root) / _slug(str(meta.get("name") or "model")) / (meta.get("revision") or "no_revision_available")
+    folder = Path(root) / _slug(str(meta.get("name") or "model")) / _slug(str(meta.get("revision") or NO_REVISION))
     for task, res in results.items():
         atomic_write_json(folder / f"{task}.json", res)
     atomic_write_json(folder / "model_meta.json", meta)

@@ -1,7 +1,8 @@
 """Token-budget batching: one implementation, used for encoding, indexing and evaluation.
 
 Texts are sorted by token length so that each batch holds texts of similar length (little padding),
-batches are cut when the padded size (batch size x longest sequence) would exceed a token budget,
+batches are cut when the padded size (batch size x longest sequence) would exceed a token budget or when
+padding would outweigh the real tokens (so one 8192-token input never drags short ones up to its length),
 and results are always returned in the caller's input order.
 """
 
@@ -30,26 +31,35 @@ def token_budget_batches(
     max_tokens: int = 16384,
     max_batch_size: int = 512,
     sort: bool = True,
+    max_padding_ratio: float = 0.5,
 ) -> list[BatchPlan]:
     """Group item indices into batches whose padded size stays within `max_tokens`.
 
     Longest first, so that an out-of-memory error (if any) shows on the first batch, not after an hour.
-    A single item longer than the budget gets a batch of its own.
+    A single item longer than the budget gets a batch of its own. Once a batch pads to more than an
+    eighth of the budget, an item that would make padding exceed `max_padding_ratio` x its real tokens
+    starts a new batch: padded tokens cost full compute (attention on them grows with the square of the
+    length), so a long input is not padded-with short ones; batches of short items are not split by this.
     """
     if max_tokens < 1 or max_batch_size < 1:
         raise ValueError("max_tokens and max_batch_size must be positive")
+    if max_padding_ratio < 0:
+        raise ValueError("max_padding_ratio must be >= 0")
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)) if sort else list(range(len(lengths)))
     batches: list[BatchPlan] = []
     current: list[int] = []
-    current_max = 0
+    current_max = real = 0
     for i in order:
         n = max(int(lengths[i]), 1)
         new_max = max(current_max, n)
-        if current and (new_max * (len(current) + 1) > max_tokens or len(current) >= max_batch_size):
+        padded = new_max * (len(current) + 1)
+        wasteful = padded > max_tokens // 8 and padded - (real + n) > max_padding_ratio * (real + n)
+        if current and (padded > max_tokens or len(current) >= max_batch_size or wasteful):
             batches.append(BatchPlan(tuple(current), current_max))
-            current, new_max = [], n
+            current, new_max, real = [], n, 0
         current.append(i)
         current_max = new_max
+        real += n
     if current:
         batches.append(BatchPlan(tuple(current), current_max))
     return batches

@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from torch import nn
 from .chunking import (ChunkingConfig, max_pool_chunk_scores, special_token_layout, split_into_chunks,
                        tokenize_untruncated)
 from .encoder import EncodedBatch, Encoder, EncoderConfig
-from .files import load_state, write_json as _write_json
+from .files import load_state, weight_files, weights_fingerprint, write_json as _write_json
 from .pooling import POOLING_MODES, normalize, pool, truncate_dim
 
 logger = logging.getLogger(__name__)
@@ -66,11 +66,13 @@ class BiEncoder(nn.Module):
         self.dense = nn.Sequential(*dense_layers)
         self.model_id = encoder.model_id
         self.revision = revision
+        self._weight_files: list[tuple[str, Path]] = []  # (role, file) the weights were loaded from
+        self._fingerprint: str | None = None
 
     # ------------------------------------------------------------------ loading / saving
     @classmethod
     def from_pretrained(cls, name_or_path: str, config: BiEncoderConfig | None = None,
-                        **overrides) -> "BiEncoder":
+                        **overrides) -> BiEncoder:
         """Load a sentence-transformers directory or hub id, or wrap a plain transformers encoder
         (mean pooling, normalised) when no sentence-transformers files are present.
 
@@ -86,17 +88,32 @@ class BiEncoder(nn.Module):
         enc_cfg = replace(config.encoder, **{k: v for k, v in overrides.items() if k in enc_fields})
         root = _resolve_dir(str(name_or_path), enc_cfg)
         dense_layers: list[nn.Module] = []
+        transformer_dir, dense_dirs = root, []
         if (root / "modules.json").is_file():
             config, enc_cfg, transformer_dir, dense_dirs = _read_st_dir(root, config, enc_cfg)
             config = replace(config, **model_over)
-            encoder = Encoder.from_pretrained(str(transformer_dir), enc_cfg)
             dense_layers = [_load_st_dense(d) for d in dense_dirs]
-        else:
-            encoder = Encoder.from_pretrained(str(root), enc_cfg)
+        encoder = Encoder.from_pretrained(str(transformer_dir), enc_cfg)
         encoder.model_id = str(name_or_path)
         model = cls(encoder, replace(config, encoder=encoder.config), dense_layers, revision=enc_cfg.revision)
         model.dense.to(encoder.device)
+        model._bind_weights(transformer_dir, dense_dirs)
         return model
+
+    def _bind_weights(self, transformer_dir: Path, dense_dirs: Sequence[Path]) -> None:
+        """Remember the files that hold this model's weights (for `fingerprint`)."""
+        self._weight_files = [("transformer", f) for f in weight_files(transformer_dir)]
+        self._weight_files += [(f"dense{i}", f) for i, d in enumerate(dense_dirs) for f in weight_files(d)]
+        self._fingerprint = None
+
+    @property
+    def fingerprint(self) -> str | None:
+        """A stable hash of the weights this model was loaded from (or last saved to); None when it has no
+        weight files. Indexes record it and compare it on open (see `files.weights_fingerprint`: sampled,
+        a few MB read for a large checkpoint, computed once per model object)."""
+        if self._fingerprint is None and self._weight_files:
+            self._fingerprint = weights_fingerprint(self._weight_files)
+        return self._fingerprint
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write a sentence-transformers directory (safetensors weights, no pickle)."""
@@ -133,11 +150,13 @@ class BiEncoder(nn.Module):
             "default_prompt_name": None, "similarity_fn_name": "cosine"})
         _write_json(path / EXTRA_CONFIG, {"kind": "dense", "truncate_dim": self.config.truncate_dim,
                                           "source_model_id": self.model_id})
+        self._bind_weights(path, [path / f"{i + 2}_Dense" for i in range(len(self.dense))])
 
     # ------------------------------------------------------------------ properties
     @property
     def dim(self) -> int:
-        full = self.dense[-1].out_features if len(self.dense) else self.encoder.hidden_size
+        last: Any = self.dense[-1] if len(self.dense) else None
+        full = int(last.out_features) if last is not None else int(self.encoder.hidden_size)
         return min(self.config.truncate_dim or full, full)
 
     @property
@@ -213,8 +232,11 @@ class BiEncoder(nn.Module):
 
     # ------------------------------------------------------------------ helpers
     def _prepare(self, texts: Sequence[str], prompt: str) -> list[str]:
-        """prompt + text, stripped (and lowercased when configured), as sentence-transformers tokenizes:
-        with byte-level BPE tokenizers (ModernBERT) leading/trailing whitespace would change the tokens."""
+        """prompt + text, stripped (and lowercased when configured), as sentence-transformers < 6 and PyLate
+        tokenize: with byte-level BPE tokenizers (ModernBERT) leading/trailing whitespace would change the
+        tokens. Deliberately independent of the installed sentence-transformers: 6.x no longer strips, so
+        there a text with surrounding whitespace matches our vector once stripped (an index's vectors must
+        not depend on which sentence-transformers happens to be installed)."""
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise TypeError(f"text {i} is {type(t).__name__}, expected str")
@@ -278,13 +300,15 @@ def _read_st_dir(root: Path, config: BiEncoderConfig, enc_cfg: EncoderConfig):
     """Parse modules.json and friends into our config; return the transformer and dense dirs."""
     modules = json.loads((root / "modules.json").read_text())
     transformer_dir, dense_dirs, has_normalize, pooling_cfg = root, [], False, None
+    pooling_file = root / "1_Pooling" / "config.json"
     for m in modules:
         kind = m.get("type", "").rsplit(".", 1)[-1]
         sub = root / m.get("path", "")
         if kind == "Transformer":
             transformer_dir = sub
         elif kind == "Pooling":
-            pooling_cfg = json.loads((sub / "config.json").read_text())
+            pooling_file = sub / "config.json"
+            pooling_cfg = json.loads(pooling_file.read_text())
         elif kind == "Dense":
             dense_dirs.append(sub)
         elif kind == "Normalize":
@@ -293,21 +317,18 @@ def _read_st_dir(root: Path, config: BiEncoderConfig, enc_cfg: EncoderConfig):
             raise ValueError(f"{root / 'modules.json'}: module type {m.get('type')!r} is not supported")
     updates: dict = {"normalize": has_normalize}
     if pooling_cfg is not None:
-        modes = [mode for mode, key in _ST_POOLING_KEYS.items() if pooling_cfg.get(key)]
-        if len(modes) != 1 or pooling_cfg.get("pooling_mode_mean_sqrt_len_tokens") or \
-                pooling_cfg.get("pooling_mode_weightedmean_tokens"):
-            raise ValueError(f"{root}/1_Pooling/config.json: only one of cls/mean/max/lasttoken pooling is supported")
-        updates["pooling"] = modes[0]
+        updates["pooling"] = _st_pooling_mode(pooling_cfg, pooling_file)
         updates["include_prompt"] = bool(pooling_cfg.get("include_prompt", True))
-    for name in ("sentence_bert_config.json",):
-        f = transformer_dir / name if (transformer_dir / name).is_file() else root / name
-        if f.is_file():
-            sbert = json.loads(f.read_text())
-            max_len = sbert.get("max_seq_length")
-            if max_len and enc_cfg.max_length == EncoderConfig.max_length:
-                enc_cfg = replace(enc_cfg, max_length=int(max_len))
-            if not config.do_lower_case:
-                updates["do_lower_case"] = bool(sbert.get("do_lower_case", False))
+    f = transformer_dir / "sentence_bert_config.json"
+    f = f if f.is_file() else root / "sentence_bert_config.json"
+    sbert = json.loads(f.read_text()) if f.is_file() else {}
+    # sentence-transformers < 6 writes max_seq_length here; 6.x keeps it as the tokenizer's model_max_length
+    # (and do_lower_case as a Lowercase normalizer in tokenizer.json, which our tokenizer applies by itself)
+    max_len = sbert.get("max_seq_length") or _tokenizer_max_length(transformer_dir)
+    if max_len and enc_cfg.max_length == EncoderConfig.max_length:
+        enc_cfg = replace(enc_cfg, max_length=int(max_len))
+    if not config.do_lower_case:
+        updates["do_lower_case"] = bool(sbert.get("do_lower_case", False))
     st_cfg = root / "config_sentence_transformers.json"
     if st_cfg.is_file():
         prompts = json.loads(st_cfg.read_text()).get("prompts") or {}
@@ -319,6 +340,30 @@ def _read_st_dir(root: Path, config: BiEncoderConfig, enc_cfg: EncoderConfig):
     if extra.is_file() and config.truncate_dim is None:
         updates["truncate_dim"] = json.loads(extra.read_text()).get("truncate_dim")
     return replace(config, **updates), enc_cfg, transformer_dir, dense_dirs
+
+
+def _st_pooling_mode(cfg: dict, where: Path) -> str:
+    """The pooling mode of a sentence-transformers Pooling config: 6.x writes `pooling_mode` (a name or a
+    list of names), earlier versions one `pooling_mode_*` flag per mode. Exactly one supported mode."""
+    if "pooling_mode" in cfg:
+        raw = cfg["pooling_mode"]
+        modes = [raw] if isinstance(raw, str) else list(raw) if isinstance(raw, (list, tuple)) else [raw]
+    else:
+        legacy = {**{key: mode for mode, key in _ST_POOLING_KEYS.items()},
+                  "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+                  "pooling_mode_weightedmean_tokens": "weightedmean"}
+        modes = [mode for key, mode in legacy.items() if cfg.get(key)]
+    if len(modes) != 1 or modes[0] not in _ST_POOLING_KEYS:
+        raise ValueError(f"{where}: pooling {modes!r} is not supported (exactly one of "
+                         f"{', '.join(_ST_POOLING_KEYS)})")
+    return modes[0]
+
+
+def _tokenizer_max_length(folder: Path) -> int | None:
+    """`model_max_length` of a saved tokenizer when it is a real limit (transformers writes 1e30 for none)."""
+    f = folder / "tokenizer_config.json"
+    value = json.loads(f.read_text()).get("model_max_length") if f.is_file() else None
+    return int(value) if isinstance(value, (int, float)) and 0 < value < 1_000_000 else None
 
 
 def _load_st_dense(path: Path) -> nn.Module:
@@ -341,7 +386,8 @@ class _DenseBlock(nn.Sequential):
 
     @property
     def out_features(self) -> int:
-        return self[0].out_features
+        linear: Any = self[0]
+        return int(linear.out_features)
 
 
 def _save_st_dense(layer: nn.Module, path: Path) -> None:

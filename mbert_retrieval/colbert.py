@@ -28,7 +28,7 @@ import string
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ from .chunking import (ChunkingConfig, concat_chunk_vectors, max_pool_chunk_scor
                        split_into_chunks, tokenize_untruncated)
 from .colbert_dense import DENSE_TYPE, DenseLayer
 from .encoder import EncodedBatch, Encoder, EncoderConfig
-from .files import read_json as _read_json, write_json as _write_json
+from .files import read_json as _read_json, weight_files, weights_fingerprint, write_json as _write_json
 from .maxsim import maxsim, pad_token_vectors
 from .pooling import normalize
 
@@ -87,11 +87,16 @@ class ColBERT(nn.Module):
         self.do_lower_case = do_lower_case
         self.model_id = model_id or encoder.model_id
         self.revision = config.encoder.revision
+        # weights created here (a random projection, marker-token embeddings) that no file holds yet:
+        # `Retriever.build` saves such a model with the index, so the index never depends on torch's RNG
+        self.new_weights = False
+        self._weight_files: list[tuple[str, Path]] = []  # (role, file) the weights were loaded from
+        self._fingerprint: str | None = None
         self._setup_tokens(add_new_rows)
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_pretrained(cls, path_or_id: str, config: ColBERTConfig | None = None, **overrides) -> "ColBERT":
+    def from_pretrained(cls, path_or_id: str, config: ColBERTConfig | None = None, **overrides) -> ColBERT:
         """Load a PyLate checkpoint (modules.json with Transformer + Dense modules), or build a new ColBERT
         on any plain encoder (adds the marker tokens and a random, untrained hidden->dim projection).
 
@@ -128,18 +133,25 @@ class ColBERT(nn.Module):
             cfg = replace(cfg, attend_to_expansion_tokens=False)  # as PyLate
 
         encoder = Encoder.from_pretrained(str(hf_dir), enc_cfg)
+        n_loaded = len(layers)
         if not layers or layers[-1].linear.out_features != cfg.dim:
             in_features = layers[-1].linear.out_features if layers else encoder.hidden_size
             with _seeded(cfg.seed):
                 layers.append(DenseLayer(in_features, cfg.dim, bias=False))
             logger.warning("%s: new projection %d -> %d is random (seed %d) and untrained; fine-tune before use",
                            path_or_id, in_features, cfg.dim, cfg.seed)
-        return cls(encoder, layers, cfg, do_lower_case=do_lower_case, model_id=str(path_or_id),
-                   add_new_rows=not dense)
+        n_embeddings = _vocab_rows(encoder)
+        model = cls(encoder, layers, cfg, do_lower_case=do_lower_case, model_id=str(path_or_id),
+                    add_new_rows=not dense)
+        grown = _vocab_rows(model.encoder) > n_embeddings
+        model.new_weights = len(layers) > n_loaded or grown
+        model._bind_weights(hf_dir, [root / m["path"] for m in dense])
+        return model
 
     def _setup_tokens(self, building: bool) -> None:
         """Marker tokens, expansion (pad) token and skiplist ids, as PyLate sets them up."""
-        tok, model, cfg = self.encoder.tokenizer, self.encoder.model, self.config
+        model: Any = self.encoder.model
+        tok, cfg = self.encoder.tokenizer, self.config
         markers = [p for p in (cfg.query_prefix, cfg.document_prefix) if p]
         if markers:
             with _seeded(cfg.seed):
@@ -164,7 +176,29 @@ class ColBERT(nn.Module):
         ids = [tok.convert_tokens_to_ids(w) for w in cfg.skiplist_words]
         self.skiplist_ids = torch.tensor(sorted({i for i in ids if i is not None}), dtype=torch.long)
 
+    def _bind_weights(self, hf_dir: Path, dense_dirs: Sequence[Path]) -> None:
+        """Remember the files that hold this model's weights (for `fingerprint`)."""
+        self._weight_files = [("transformer", f) for f in weight_files(hf_dir)]
+        self._weight_files += [(f"dense{i}", f) for i, d in enumerate(dense_dirs) for f in weight_files(d)]
+        self._fingerprint = None
+
     # ------------------------------------------------------------------ properties
+    @property
+    def fingerprint(self) -> str | None:
+        """A stable hash of the weights: the files this model was loaded from (or last saved to) plus, while
+        `new_weights`, the projection and marker-token embeddings made at load (so a change of torch's
+        initialisation changes it). None without weight files. See `files.weights_fingerprint`."""
+        if self._fingerprint is None and self._weight_files:
+            extra: list[bytes] = []
+            if self.new_weights:
+                tensors = [t for layer in self.projection for t in layer.state_dict().values()]
+                marker_ids = [i for i in (self.query_prefix_id, self.document_prefix_id) if i is not None]
+                encoder_model: Any = self.encoder.model
+                tensors.append(encoder_model.get_input_embeddings().weight[marker_ids])
+                extra = [t.detach().float().cpu().contiguous().numpy().tobytes() for t in tensors]
+            self._fingerprint = weights_fingerprint(self._weight_files, extra)
+        return self._fingerprint
+
     @property
     def cache_key(self) -> dict:
         """Everything besides the weights that changes the token vectors (embedding caches key on it)."""
@@ -238,7 +272,8 @@ class ColBERT(nn.Module):
     def embed_batch(self, batch: EncodedBatch, is_query: bool) -> list[torch.Tensor]:
         """Token states -> per-sequence token vectors (projected, skiplist-filtered for documents,
         normalised). Differentiable."""
-        weight = self.projection[0].linear.weight
+        first: Any = self.projection[0]
+        weight = first.linear.weight
         x = self.projection(batch.hidden.to(weight.dtype))
         if self.config.normalize:
             x = normalize(x)
@@ -298,7 +333,7 @@ class ColBERT(nn.Module):
         if chunking is None:
             return self._encode_ids(self.tokenize_documents(texts), None, False, show_progress, "encode documents")
         chunks, owners = self.encode_document_chunks(texts, chunking, show_progress)
-        return concat_chunk_vectors(chunks, owners, len(texts))
+        return concat_chunk_vectors(chunks, owners.tolist(), len(texts))
 
     def encode_document_chunks(self, texts: Sequence[str], chunking: ChunkingConfig | None = None,
                                show_progress: bool = False) -> tuple[list[np.ndarray], np.ndarray]:
@@ -357,7 +392,7 @@ class ColBERT(nn.Module):
         for i, layer in enumerate(self.projection, start=1):
             folder = root / f"{i}_Dense"
             folder.mkdir(exist_ok=True)
-            _write_json(folder / "config.json", layer.config_dict())
+            _write_json(folder / "config.json", _dense(layer).config_dict())
             save_file({k: v.detach().cpu().contiguous() for k, v in layer.state_dict().items()},
                       str(folder / "model.safetensors"))
             modules.append({"idx": i, "name": str(i), "path": folder.name, "type": DENSE_TYPE})
@@ -368,6 +403,8 @@ class ColBERT(nn.Module):
             "prompts": {"query": "", "document": ""}, "default_prompt_name": None, "similarity_fn_name": "MaxSim",
             **{k: getattr(cfg, k) for k in _PYLATE_KEYS},
         })
+        self.new_weights = False  # every weight is in these files now
+        self._bind_weights(root, [root / f"{i}_Dense" for i in range(1, len(self.projection) + 1)])
 
 
 # ---------------------------------------------------------------------- helpers
@@ -395,11 +432,25 @@ def _resolve_dir(path_or_id: str, cfg: EncoderConfig) -> Path:
         return Path(path_or_id)
     from huggingface_hub import snapshot_download
 
-    common = dict(revision=cfg.revision, local_files_only=cfg.local_files_only)
-    root = Path(snapshot_download(path_or_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model",
-                                                              "*.tiktoken"], **common))
+    def download(patterns: list[str]) -> Path:
+        return Path(str(snapshot_download(path_or_id, allow_patterns=patterns, revision=cfg.revision,
+                                          local_files_only=cfg.local_files_only)))
+
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]
+    root = download(patterns)
     if not any(root.glob("*.safetensors")) or any(
             (d / "config.json").is_file() and not (d / "model.safetensors").is_file() for d in root.glob("*_Dense")):
-        root = Path(snapshot_download(path_or_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model",
-                                                                  "*.tiktoken", "*.bin"], **common))
+        root = download([*patterns, "*.bin"])
     return root
+
+
+def _vocab_rows(encoder: Encoder) -> int:
+    """Rows of the encoder's input embedding matrix."""
+    model: Any = encoder.model
+    return int(model.get_input_embeddings().num_embeddings)
+
+
+def _dense(layer: nn.Module) -> DenseLayer:
+    if not isinstance(layer, DenseLayer):
+        raise TypeError(f"ColBERT projection layers must be DenseLayer, got {type(layer).__name__}")
+    return layer

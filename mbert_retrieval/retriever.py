@@ -12,48 +12,49 @@ keep it up to date. Dense (bi-encoder) or ColBERT, optionally fused with BM25 (`
     retriever.search("...", filter={"topic": "science"})
 
 Next to the index files, `retriever.json` records where the model was loaded from (so an index built
-with the offline fallback model reopens offline) and whether a BM25 index is kept (`bm25/`).
+with the offline fallback model reopens offline) and the index's default search mode: whether BM25 is kept
+and fused in (hybrid). Only write commands change that default (`build(hybrid=True)`, `enable_hybrid()`,
+`disable_hybrid()`); `open(hybrid=...)` and `search(hybrid=...)` choose for this session or call only.
+
+BM25 of a hybrid index is an SQLite FTS5 table in the document store (`index.lexical`), kept in sync by
+triggers: every write commits it with the documents, in O(new data). Indexes of older versions keep a bm25s
+index in `bm25/`, rebuilt after each write, until their next write command (`enable_hybrid()`, `add`, ...)
+moves them to FTS5 (one transaction) and removes `bm25/`; that path also stays where sqlite3 lacks FTS5.
+Reads never write into the index folder: a hybrid search of an index without the FTS5 table (a dense-only
+index searched with hybrid=True, or an old `bm25/` that is out of date) uses a bm25s index built in memory.
+A folder whose manifest says it has a `retriever.json` (or that holds `bm25/` or the FTS5 table) refuses to
+open when that file is missing or damaged, rather than silently searching in another mode.
 `open` also reads sharded index folders (`mbret index --shards N`, see `retriever_sharded`): read-only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .data import DataError, Document, document_text, load_corpus
+import numpy as np
+
+from .data import DataError, Document, check_metadata, check_string, document_text, load_corpus
 from .hybrid import BM25_DIRNAME, RRF_K, BM25Index, rrf
+from .index.lexical import LexicalIndex, fts5_available
+from .index.result import Result
 from .retriever_sharded import is_sharded, open_sharded
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Retriever", "Result", "normalize_documents", "RETRIEVER_FILE"]
+__all__ = ["Retriever", "Result", "normalize_documents", "read_sidecar", "RETRIEVER_FILE", "MAX_CANDIDATES"]
 
 RETRIEVER_FILE = "retriever.json"
+SIDECAR_PARAM = "retriever"  # manifest.params key: this index has a retriever.json (set by Retriever.build)
+MAX_CANDIDATES = 100_000  # hybrid: deepest list fused per query (also capped at the number of documents)
 CorpusLike = str | os.PathLike | Iterable[Mapping[str, Any] | str | Document]
 ProgressFn = Callable[[int], None]
-
-
-@dataclass
-class Result:
-    """One retrieved document."""
-
-    id: str
-    score: float
-    text: str
-    title: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def doc_id(self) -> str:
-        return self.id
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -80,7 +81,12 @@ def _one_document(item: Any, n: int, where: str) -> dict[str, Any]:
     metadata = item.get("metadata") or {}
     if not isinstance(metadata, Mapping):
         raise DataError(f"document {n} ({doc_id!r}): 'metadata' must be an object", where, field="metadata")
-    return {"id": str(doc_id), "text": text, "title": title or None, "metadata": dict(metadata)}
+    label = f"document {n} ({doc_id!r})"
+    check_string(text, where, None, f"{label} text")
+    if title:
+        check_string(title, where, None, f"{label} title")
+    return {"id": str(doc_id), "text": text, "title": title or None,
+            "metadata": check_metadata(metadata, where, None, f"{label} metadata")}
 
 
 def normalize_documents(corpus: CorpusLike, kind: str = "auto") -> list[dict[str, Any]]:
@@ -117,6 +123,34 @@ def load_retrieval_model(name: str | None = None, kind: str = "dense", revision:
     return load_model(_absolute_if_dir(name), kind=kind, revision=revision, **options)
 
 
+MODEL_DIRNAME = "model"  # <index>/model/: a model whose weights were made at build time (see `_save_new_weights`)
+
+
+def _save_new_weights(model: Any, path: Path, options: Mapping[str, Any]) -> tuple[Any, bool]:
+    """A model holding weights made when it was loaded (ColBERT on a plain encoder: a random projection and
+    marker-token embeddings, `model.new_weights`) is saved into `<index>/model/` at build time, and the index
+    reopens from those files: a change of torch's initialisation cannot break the index, and the
+    "untrained projection" warning comes once, at build. Resuming an interrupted build reloads the saved copy.
+    Returns (the model to build with, whether this call saved a new copy)."""
+    target = path / MODEL_DIRNAME
+    if not getattr(model, "new_weights", False):
+        return model, False
+    if (path / "manifest.json").exists() and (target / "modules.json").is_file():
+        from .hub import load_model
+
+        saved = load_model(str(target), kind=model.kind, **dict(options))
+        saved.model_id, saved.revision = model.model_id, getattr(model, "revision", None)
+        saved.resolved = getattr(model, "resolved", None)
+        return saved, False
+    # no manifest yet: whatever is in `target` is left by a build that stopped before creating the index
+    if target.exists():
+        shutil.rmtree(target)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(target)  # from now on the model's weights are these files (its fingerprint too)
+    logger.info("saved the model with its new projection in %s (the index reopens from there)", target)
+    return model, True
+
+
 def _model_path(model: Any) -> str | None:
     resolved = getattr(model, "resolved", None)
     if resolved is not None and getattr(resolved, "path", None):
@@ -125,30 +159,68 @@ def _model_path(model: Any) -> str | None:
     return os.path.abspath(model_id) if model_id and os.path.isdir(model_id) else None
 
 
-def _read_sidecar(path: Path) -> dict[str, Any]:
-    f = path / RETRIEVER_FILE
+def read_sidecar(path: str | os.PathLike, required: bool = False) -> dict[str, Any]:
+    """`<index>/retriever.json` as a dict ({} when absent and not `required`). A damaged file (not JSON, not
+    an object, a field of the wrong type) or a `required` one that is missing raises `IndexCorruptError`
+    naming the file: guessing would silently change how the index is searched (dense instead of hybrid)."""
+    from .index import IndexCorruptError
+
+    f = Path(path) / RETRIEVER_FILE
     if not f.is_file():
+        if required:
+            raise IndexCorruptError(f"{f} is missing: this index was built with it (it records the model path and "
+                                    "whether BM25 is fused in); restore it, or rebuild the index")
         return {}
     try:
         data = json.loads(f.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        logger.warning("%s is unreadable (%s): ignoring it", f, err)
-        return {}
-    return data if isinstance(data, dict) else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise IndexCorruptError(f"{f} is damaged ({err}): restore it, or rebuild the index") from None
+    if not isinstance(data, dict):
+        raise IndexCorruptError(f"{f} is damaged: expected a JSON object, got {type(data).__name__}")
+    fields: dict[str, type] = {"hybrid": bool, "fallback": bool, "rrf_k": int, "model_id": str, "model_path": str,
+                               "kind": str, "fallback_message": str}
+    for name, kind in fields.items():
+        value = data.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or data[name] < 0)):
+            raise IndexCorruptError(f"{f} is damaged: field {name!r} has an invalid value {value!r}")
+    return data
+
+
+_read_sidecar = read_sidecar  # the older private name (used by `mbret info`)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _sidecar_expected(path: Path, manifest: Any) -> bool:
+    """Whether `path` must hold a retriever.json: its manifest says the Retriever built it, or a BM25 index
+    is there (only hybrid indexes, which always have one, keep BM25 on disk)."""
+    params = getattr(manifest, "params", None) or {}
+    return bool(params.get(SIDECAR_PARAM)) or BM25Index.exists(path / BM25_DIRNAME)
 
 
 # -------------------------------------------------------------------------------------------- retriever
 class Retriever:
     """An index folder plus the model that queries it (and, optionally, a BM25 index for hybrid search)."""
 
-    def __init__(self, index: Any, model: Any, hybrid: bool = False, rrf_k: int = RRF_K):
+    def __init__(self, index: Any, model: Any, hybrid: bool = False, rrf_k: int = RRF_K,
+                 sidecar: Mapping[str, Any] | None = None):
         self.index = index
         self.model = model
-        self.hybrid = hybrid
+        self.hybrid = hybrid  # this session's default search mode (never written to the index)
         self.rrf_k = rrf_k
+        self._sidecar = dict(sidecar) if sidecar is not None else read_sidecar(self.path)
         self._bm25: BM25Index | None = None
-        self._bm25_stamp: tuple[int, int] | None = None  # the BM25 folder on disk that `_bm25` came from
+        self._bm25_seen: tuple[int, int] | None = None  # (data_version, count) when `_bm25` was last checked
         self.resumed_from = 0  # build(): documents already in the folder when the build started
+
+    @property
+    def hybrid_default(self) -> bool:
+        """The index's stored default search mode (retriever.json), which only write commands change."""
+        return bool(self._sidecar.get("hybrid", False))
 
     @property
     def path(self) -> Path:
@@ -159,7 +231,7 @@ class Retriever:
     def build(cls, index_dir: str | os.PathLike, corpus: CorpusLike, model: Any = None, kind: str = "dense",
               index_type: str = "flat", *, hybrid: bool = False, corpus_format: str = "auto",
               chunk_size: int = 4096, model_options: Mapping[str, Any] | None = None,
-              progress: ProgressFn | None = None, **params: Any) -> "Retriever":
+              progress: ProgressFn | None = None, **params: Any) -> Retriever:
         """Encode `corpus` into a new index at `index_dir` and return a ready retriever.
 
         `model`: hub id, local path or loaded model (None: the default model for `kind`, which falls back
@@ -167,7 +239,7 @@ class Retriever:
         (colbert); `params`: index settings (e.g. `quantization="int8"`, `hnsw_m=32`, `nbits=4`).
         Resumable: building into a folder that holds an interrupted build of the same model continues it
         (documents already committed are not encoded again). `progress(n)` is called as documents are encoded."""
-        from .index import Index
+        from .index import Index, IndexCorruptError
 
         docs = normalize_documents(corpus, corpus_format)
         if not isinstance(model, (str, type(None))):
@@ -177,6 +249,7 @@ class Retriever:
         path = Path(index_dir)
         if is_sharded(path):
             raise FileExistsError(f"{path} holds a sharded index (read-only): build into another folder")
+        model, saved_model = _save_new_weights(model, path, model_options or {})
         if (path / "manifest.json").exists():
             index = Index.open(path, model)
             m = index.manifest
@@ -186,11 +259,24 @@ class Retriever:
 
                 raise IndexMismatchError(f"{path} holds a {m.kind}/{m.index_type} index, not {kind}/{index_type}")
         else:
-            index = Index.create(path, kind, index_type, model, chunk_size=chunk_size, **params)
-        retriever = cls(index, model, hybrid=hybrid)
+            try:
+                index = Index.create(path, kind, index_type, model, chunk_size=chunk_size, **params)
+            except BaseException:
+                if saved_model:
+                    shutil.rmtree(path / MODEL_DIRNAME, ignore_errors=True)
+                raise
+        try:
+            sidecar = read_sidecar(path)
+        except IndexCorruptError as err:  # a build rewrites it from what it knows
+            logger.warning("%s: writing a new one", err)
+            sidecar = {}
+        retriever = cls(index, model, hybrid=hybrid or bool(sidecar.get("hybrid", False)), sidecar=sidecar)
         retriever.resumed_from = len(index)
         try:
-            retriever._write_sidecar(bm25_stale=True)
+            retriever._write_sidecar(hybrid=retriever.hybrid, **({"model_saved": True} if saved_model else {}))
+            index.manifest.params[SIDECAR_PARAM] = True  # saved with the manifest by the next write below
+            if retriever.hybrid_default:
+                retriever._ensure_fts()  # before the documents: the triggers index them as they are committed
             index.add(docs, progress=progress)
             index.finalize()
             retriever._finish_build()
@@ -201,38 +287,62 @@ class Retriever:
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike, model: Any = None, *, hybrid: bool | None = None,
-             model_options: Mapping[str, Any] | None = None, verify: bool = False, **overrides: Any) -> "Retriever":
+             model_options: Mapping[str, Any] | None = None, verify: bool = False, load_model: bool = True,
+             **overrides: Any) -> Retriever:
         """Open an index folder. Without `model`, the model recorded at build time is loaded (from the
         local folder it was loaded from, else by its id). A model that does not match the index (other
         model id, dim or kind) raises `IndexMismatchError`. `overrides`: index search settings
-        (nprobe, ef_search, ndocs, ...). A sharded folder is opened as a read-only `ShardedView`."""
+        (nprobe, ef_search, ndocs, ...). A sharded folder is opened as a read-only `ShardedView`.
+
+        `hybrid`: this session's default search mode (None: the index's stored default; True: fuse BM25,
+        built in memory when the index keeps none; False: dense / ColBERT only). Never written to the index.
+        `load_model=False`: open without any model (for delete / info: searching and adding then raise).
+        A missing or damaged retriever.json that the index was built with raises `IndexCorruptError`."""
         from .index import Index, IndexManifest, IndexMismatchError
 
         path = Path(index_dir)
         sharded = open_sharded(path, verify=verify, **overrides) if is_sharded(path) else None
         manifest = sharded.model_manifest if sharded is not None else IndexManifest.load(path)
-        sidecar = _read_sidecar(path)
+        sidecar = read_sidecar(path, required=_sidecar_expected(path, manifest))
         options = dict(model_options or {})
-        if model is None:
-            model = cls._recorded_model(manifest, sidecar, options)
+        if not load_model:
+            if model is not None:
+                raise ValueError("give either model= or load_model=False, not both")
+        elif model is None or (sidecar.get("model_saved") is True and isinstance(model, (str, os.PathLike))
+                               and _absolute_if_dir(str(model)) == manifest.model_id):
+            model = cls._recorded_model(manifest, sidecar, options, path)  # the saved copy, when there is one
         elif isinstance(model, (str, os.PathLike)):
             model = load_retrieval_model(str(model), manifest.kind, **options)
-        if getattr(model, "kind", None) != manifest.kind:
+        if model is not None and getattr(model, "kind", None) != manifest.kind:
             raise IndexMismatchError(f"index {path} holds {manifest.kind!r} vectors but the model is "
                                      f"{getattr(model, 'kind', None)!r}")
-        index = sharded.set_model(model) if sharded is not None else Index.open(path, model, verify=verify, **overrides)
+        index: Any
+        if sharded is not None:
+            index = sharded.set_model(model) if model is not None else sharded
+        else:
+            index = Index.open(path, model, verify=verify, **overrides)
+        if not sidecar and sharded is None and LexicalIndex(index.docstore).exists():
+            index.close()
+            read_sidecar(path, required=True)  # raises: only hybrid indexes keep the FTS5 table
         if hybrid is None:
             hybrid = bool(sidecar.get("hybrid", False))
-        return cls(index, model, hybrid=hybrid, rrf_k=int(sidecar.get("rrf_k", RRF_K)))
+        return cls(index, model, hybrid=bool(hybrid), rrf_k=int(sidecar.get("rrf_k", RRF_K)), sidecar=sidecar)
 
     @staticmethod
-    def _recorded_model(manifest: Any, sidecar: Mapping[str, Any], options: dict[str, Any]):
+    def _recorded_model(manifest: Any, sidecar: Mapping[str, Any], options: dict[str, Any],
+                        path: Path | None = None):
         from .hub import FALLBACK_MODEL_ID, fallback_model_path, load_model
 
         local = sidecar.get("model_path")
         if sidecar.get("model_id") not in (None, manifest.model_id):
             local = None  # the sidecar describes another build: trust the manifest
-        if local and os.path.isdir(local):
+        saved = path / MODEL_DIRNAME if path is not None and sidecar.get("model_saved") is True else None
+        if saved is not None:  # built with weights made at build time, saved with the index
+            if not (saved / "modules.json").is_file():
+                raise FileNotFoundError(f"{saved} is missing: it holds the model this index was built with "
+                                        "(its ColBERT projection); restore it, or rebuild the index")
+            model = load_model(str(saved), kind=manifest.kind, **options)
+        elif local and os.path.isdir(local):
             model = load_model(local, kind=manifest.kind, **options)
         elif manifest.model_id == FALLBACK_MODEL_ID:
             model = load_model(fallback_model_path(), kind=manifest.kind, **options)
@@ -252,22 +362,30 @@ class Retriever:
         return model
 
     def _write_sidecar(self, **changes: Any) -> None:
+        """Write retriever.json (write commands only: builds, enable_hybrid, disable_hybrid). `changes`
+        (e.g. `hybrid=False`) override what is recorded; without `hybrid`, the stored default becomes hybrid
+        when it was or when this retriever is (a build with hybrid=True)."""
         from .index.storage import atomic_write_text
 
-        data = _read_sidecar(self.path)
-        resolved = getattr(self.model, "resolved", None)
-        data.update({
-            "model_id": self.model.model_id,
-            "model_path": _model_path(self.model) or data.get("model_path"),
-            "kind": self.model.kind,
-            "hybrid": bool(self.hybrid or data.get("hybrid", False)),
-            "rrf_k": self.rrf_k,
-        })
-        if resolved is not None and getattr(resolved, "fallback", False):
-            data["fallback"] = True
-            data["fallback_message"] = resolved.message
+        changes.pop("bm25_stale", None)  # older versions' marker: BM25 files are now bound to the documents
+        data = dict(self._sidecar)
+        data.pop("bm25_stale", None)
+        data["hybrid"] = bool(data.get("hybrid", False) or self.hybrid)
+        data["rrf_k"] = self.rrf_k
+        if self.model is not None:
+            resolved = getattr(self.model, "resolved", None)
+            data.update({
+                "model_id": self.model.model_id,
+                "model_path": _model_path(self.model) or data.get("model_path"),
+                "kind": self.model.kind,
+            })
+            if resolved is not None and getattr(resolved, "fallback", False):
+                data["fallback"] = True
+                data["fallback_message"] = resolved.message
         data.update(changes)
+        data["hybrid"] = bool(data["hybrid"])
         atomic_write_text(self.path / RETRIEVER_FILE, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        self._sidecar = data
 
     @property
     def fallback_message(self) -> str | None:
@@ -275,49 +393,160 @@ class Retriever:
         resolved = getattr(self.model, "resolved", None)
         if resolved is not None and getattr(resolved, "fallback", False):
             return resolved.message
-        return _read_sidecar(self.path).get("fallback_message")
+        return self._sidecar.get("fallback_message")
 
     # ------------------------------------------------------------------ BM25
     def _finish_build(self) -> None:
-        """Once every document is in: the BM25 index (hybrid), then the sidecar saying BM25 is current."""
-        if self.hybrid:
-            self._rebuild_bm25()
-        self._write_sidecar(bm25_stale=False)
+        """Once every document is in: the bm25s index on disk when the index is hybrid without FTS5."""
+        if self.hybrid_default and self.lexical_index() is None:
+            self._save_bm25()
 
-    def _rebuild_bm25(self) -> BM25Index:
+    def enable_hybrid(self) -> None:
+        """Make hybrid search (BM25 fused by RRF) the index's stored default and keep BM25 with the documents:
+        a write command (what `mbret index --hybrid` does). Creates the FTS5 table and indexes the current
+        documents in one transaction (an older index's `bm25/` is removed); without FTS5 in sqlite3, or for
+        a sharded index, a bm25s index in `bm25/`. This retriever then searches hybrid too."""
+        self._write_sidecar(hybrid=True)
+        self.hybrid = True
+        if not self._ensure_fts():
+            self._save_bm25()
+
+    def disable_hybrid(self) -> None:
+        """Make dense / ColBERT-only search the index's stored default and remove its BM25 index."""
+        with self._writer_lock():
+            self._write_sidecar(hybrid=False)
+            if self._fts_capable():
+                LexicalIndex(self.index.docstore).drop()
+            shutil.rmtree(self.path / BM25_DIRNAME, ignore_errors=True)
+        self._bm25, self._bm25_seen = None, None
+        self.hybrid = False
+
+    def _fts_capable(self) -> bool:
+        """Whether this index can keep BM25 in its document store (not sharded, sqlite3 with FTS5)."""
+        from .index.docstore import DocStore
+
+        return isinstance(getattr(self.index, "docstore", None), DocStore) and fts5_available()  # sharded: no
+
+    def lexical_index(self) -> LexicalIndex | None:
+        """The FTS5 BM25 index of the document store when this index keeps one (None: hybrid searches use
+        bm25s: `bm25()`)."""
+        if not self._fts_capable():
+            return None
+        lexical = LexicalIndex(self.index.docstore)
+        return lexical if lexical.exists() else None
+
+    def _ensure_fts(self) -> bool:
+        """Writer: make sure the document store has its FTS5 table (created and filled in one transaction
+        when missing; an older version's `bm25/` is then removed). False when FTS5 cannot be used here."""
+        if not self._fts_capable():
+            return False
+        lexical = LexicalIndex(self.index.docstore)
+        if lexical.exists() and not (self.path / BM25_DIRNAME).exists():
+            return True  # the usual case: nothing to do, no lock taken
+        with self._writer_lock():
+            if not lexical.exists():
+                n = lexical.install()
+                logger.info("%s: full-text BM25 index created over %d documents", self.path, n)
+            shutil.rmtree(self.path / BM25_DIRNAME, ignore_errors=True)
+        self._bm25, self._bm25_seen = None, None
+        return True
+
+    def _writer_lock(self):
+        from .index.storage import writer_lock
+
+        return writer_lock(self.path)
+
+    def _binding(self) -> dict[str, Any]:
+        """Which index, and which state of its documents, a BM25 index is built from: the index's identity
+        (its id, else its creation time; a sharded index: its manifest, which pins every shard) and a hash
+        of the live documents' internal ids (every added or re-encoded document gets a new one)."""
+        manifest = self.index.manifest
+        if hasattr(self.index, "sharded"):  # read-only
+            blob = json.dumps(asdict(manifest), sort_keys=True, default=str).encode()
+            return {"index": hashlib.sha256(blob).hexdigest(), "documents": len(self.index)}
+        ident = getattr(manifest, "index_id", None) or manifest.params.get("index_id") or manifest.created_at
+        iids, _ = self.index.docstore.live_iids()
+        digest = hashlib.sha256(np.ascontiguousarray(iids, dtype=np.int64).tobytes()).hexdigest()
+        return {"index": str(ident), "documents": int(len(iids)), "live_sha256": digest}
+
+    def _docs_state(self) -> tuple[int, int]:
+        """Cheap change detector: SQLite's data_version (another process committed) and the live count."""
+        data_version = getattr(self.index.docstore, "data_version", None)
+        return (data_version() if data_version is not None else 0), len(self.index)
+
+    def _build_bm25(self, binding: Mapping[str, Any]) -> BM25Index:
         ids, texts = [], []
         for row in self.index.docstore.iter_documents():
             ids.append(row.doc_id)
             texts.append(document_text({"title": row.title, "text": row.text}))
-        bm25 = BM25Index.build(ids, texts)
-        bm25.save(self.path / BM25_DIRNAME)
-        self._bm25, self._bm25_stamp = bm25, self._bm25_on_disk()
-        return bm25
+        return BM25Index.build(ids, texts, binding=binding)
 
-    def _bm25_on_disk(self) -> tuple[int, int] | None:
-        """Identity of the BM25 folder (replaced as a whole on every save, so a new one has a new inode)."""
-        try:
-            st = os.stat(self.path / BM25_DIRNAME)
-        except OSError:
+    def _load_bm25(self, binding: Mapping[str, Any]) -> BM25Index | None:
+        """The BM25 index on disk, when it was built from exactly the current documents of this index."""
+        folder = self.path / BM25_DIRNAME
+        if not BM25Index.exists(folder):
             return None
-        return st.st_ino, st.st_mtime_ns
+        try:
+            found = BM25Index.read_config(folder).get("binding")
+            if found == binding:
+                bm25 = BM25Index.load(folder)
+                if bm25.binding == binding:  # replaced in between: checked again
+                    return bm25
+                found = bm25.binding
+        except (ValueError, OSError) as err:
+            logger.warning("%s: %s; searching with a BM25 index built in memory", folder, err)
+            return None
+        if isinstance(found, dict) and found.get("index") != binding.get("index"):
+            logger.warning("%s belongs to another index: ignored (searching with a BM25 index built in memory)",
+                           folder)
+        else:  # out of date (a write without BM25 upkeep, or an older version's file)
+            logger.info("%s is out of date with the documents: searching with a BM25 index built in memory", folder)
+        return None
 
     def bm25(self) -> BM25Index:
-        """The BM25 index, (re)built when missing or out of date with the documents (reloaded when another
-        process saved a newer one)."""
-        stale = _read_sidecar(self.path).get("bm25_stale", False)
-        if self._bm25 is not None and self._bm25_on_disk() != self._bm25_stamp:
-            self._bm25 = None
-        if self._bm25 is None and not stale and BM25Index.exists(self.path / BM25_DIRNAME):
-            try:
-                stamp = self._bm25_on_disk()
-                self._bm25, self._bm25_stamp = BM25Index.load(self.path / BM25_DIRNAME), stamp
-            except (ValueError, OSError) as err:
-                logger.warning("rebuilding the BM25 index: %s", err)
-        if self._bm25 is None or stale or len(self._bm25) != len(self.index):
-            self._rebuild_bm25()
-            self._write_sidecar(bm25_stale=False, hybrid=True)
+        """The bm25s index of the current documents (the fallback when the index has no FTS5 table, see
+        `lexical_search`). Kept in memory; after a change of the documents (here or by another process) the
+        one in `bm25/` is used when it was built from exactly these documents of this index, else one is
+        built in memory. Never writes into the index folder."""
+        state: tuple[int, int] | None = self._docs_state()
+        if self._bm25 is not None and state == self._bm25_seen:
+            return self._bm25
+        binding = self._binding()
+        if self._bm25 is None or self._bm25.binding != binding:
+            bm25 = self._load_bm25(binding)
+            if bm25 is None:
+                bm25 = self._build_bm25(binding)
+                if self._binding() != binding:  # documents changed while being read: check again next time
+                    state = None
+            self._bm25 = bm25
+        self._bm25_seen = state
         return self._bm25
+
+    def _save_bm25(self) -> None:
+        """(Re)build the BM25 index on disk from the current documents (hybrid indexes, after every write),
+        holding the writer lock so that no other writer changes the documents meanwhile. When another
+        process holds the lock, the BM25 upkeep is left to it (readers build in memory until then)."""
+        from .index import IndexStateError
+
+        try:
+            with self._writer_lock():
+                bm25 = self._build_bm25(self._binding())
+                bm25.save(self.path / BM25_DIRNAME)
+        except IndexStateError as err:
+            logger.warning("BM25 index not saved (%s): searches build it in memory until the next write", err)
+            return
+        self._bm25, self._bm25_seen = bm25, None
+
+    def lexical_search(self, queries: str | Sequence[str], k: int = 10, filter: Mapping[str, Any] | None = None,
+                       ) -> list[list[tuple[str, float]]]:
+        """BM25 alone: top-k (doc id, score) per query, from the FTS5 table when the index keeps one, else
+        from bm25s (`bm25()`). Scores of the two differ in scale (and slightly in tokenisation)."""
+        queries = [queries] if isinstance(queries, str) else list(queries)
+        lexical = self.lexical_index()
+        if lexical is not None:
+            return lexical.search(queries, k=k, filter=filter or None)
+        allowed = self._allowed_ids(filter) if filter else None
+        return self.bm25().search(queries, k=k, allowed=allowed)
 
     # ------------------------------------------------------------------ search
     def _allowed_ids(self, filter: Mapping[str, Any]) -> list[str]:
@@ -333,29 +562,37 @@ class Retriever:
 
         `filter`: metadata filter, e.g. `{"topic": "science"}`, `{"year": {"$gte": 2020}}`,
         `{"lang": ["en", "de"]}`, `{"$or": [...]}`. `hybrid`: fuse with BM25 by reciprocal rank fusion
-        (default: as the retriever was built/opened); `candidates`: depth of each list before fusion.
-        `params`: per-call index settings (nprobe, ef_search, ndocs, ...)."""
+        (None: this retriever's default, see `open`; True / False: for this call only, nothing is written);
+        `candidates`: depth of each list before fusion (1..MAX_CANDIDATES, default max(k, 50)).
+        `params`: per-call index settings (nprobe, ef_search, ndocs, ...). An empty query raises ValueError."""
         single = isinstance(query, str)
-        queries = [query] if single else list(query)
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        queries: list[str] = [query] if isinstance(query, str) else list(query)
+        if not _is_int(k) or k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {k!r}")
         if not all(isinstance(q, str) for q in queries):
             raise ValueError("queries must be strings")
+        if any(not q.strip() for q in queries):
+            raise ValueError("empty query: give some text to search for")
+        if candidates is not None and (not _is_int(candidates) or not 1 <= candidates <= MAX_CANDIDATES):
+            raise ValueError(f"candidates must be an integer in 1..{MAX_CANDIDATES}, got {candidates!r}")
         if not queries:
             return []
-        use_hybrid = self.hybrid if hybrid is None else hybrid
+        if self.model is None:
+            raise RuntimeError("this retriever was opened without a model (load_model=False): searching needs one")
+        k = min(int(k), max(len(self.index), 1))  # never more results than documents (and no huge allocations)
+        use_hybrid = self.hybrid if hybrid is None else bool(hybrid)
         if not use_hybrid:
             hits = self.index.search(queries, k=k, filter=filter or None, **params)
-            out = [[Result(h.doc_id, h.score, h.text, h.title, dict(h.metadata or {})) for h in row] for row in hits]
+            out = [[h for h in row] for row in hits]
         else:
-            out = self._hybrid_search(queries, k, filter, candidates or max(k, 50), params)
+            depth = max(1, min(int(candidates or max(k, 50)), len(self.index)))
+            out = self._hybrid_search(queries, k, filter, depth, params)
         return out[0] if single else out
 
     def _hybrid_search(self, queries: list[str], k: int, filter: Mapping[str, Any] | None, depth: int,
                        params: Mapping[str, Any]) -> list[list[Result]]:
         dense = self.index.search(queries, k=depth, filter=filter or None, **params)
-        allowed = self._allowed_ids(filter) if filter else None
-        lexical = self.bm25().search(queries, k=depth, allowed=allowed)
+        lexical = self.lexical_search(queries, k=depth, filter=filter)
         out: list[list[Result]] = []
         for hits, bm25_hits in zip(dense, lexical):
             known = {h.doc_id: h for h in hits}
@@ -366,7 +603,7 @@ class Retriever:
             for doc_id, score in fused:
                 if doc_id in known:
                     h = known[doc_id]
-                    row.append(Result(doc_id, score, h.text, h.title, dict(h.metadata or {})))
+                    row.append(Result(doc_id, score, h.text, h.title, dict(h.metadata or {}), h.window))
                 elif docs.get(doc_id) is not None:
                     d = docs[doc_id]
                     row.append(Result(doc_id, score, d["text"], d.get("title"), dict(d.get("metadata") or {})))
@@ -375,14 +612,28 @@ class Retriever:
 
     # ------------------------------------------------------------------ updates
     def _write(self, fn: Callable[[], int]) -> int:
+        """Run a document write. A hybrid index's FTS5 table follows the documents inside the same SQLite
+        transaction (triggers); one without it (an older version's `bm25/`) gets it after the write, which
+        moves it off bm25s; where FTS5 is not available, the bm25s index on disk is rebuilt (a crash in
+        between leaves a BM25 file whose binding no longer matches: it is not used)."""
+        from .index import IndexCorruptError, IndexStateError
+
         if getattr(self.index, "read_only", False):
             self.index.refuse_write()  # sharded index: raises, saying how to rebuild
-        self._write_sidecar(bm25_stale=True)  # before touching documents: a crash leaves BM25 marked stale
-        self._bm25 = None
+        self._bm25, self._bm25_seen = None, None
         n = fn()
-        if self.hybrid:
-            self._rebuild_bm25()
-            self._write_sidecar(bm25_stale=False)
+        try:  # another process may have changed the stored default meanwhile
+            self._sidecar = read_sidecar(self.path) or self._sidecar
+        except IndexCorruptError as err:
+            logger.warning("%s (keeping the settings read at open)", err)
+        if self.hybrid_default:
+            try:
+                if self._ensure_fts():
+                    return n
+            except IndexStateError as err:  # another writer: it moves the index to FTS5 (searches use bm25s)
+                logger.warning("full-text BM25 index not created (%s)", err)
+                return n
+            self._save_bm25()
         return n
 
     def add(self, docs: CorpusLike, progress: ProgressFn | None = None) -> int:
@@ -416,12 +667,20 @@ class Retriever:
     def info(self) -> dict[str, Any]:
         """Index description (manifest, counts, disk usage) plus model and hybrid settings."""
         info = self.index.info()
-        sidecar = _read_sidecar(self.path)
-        info["model_path"] = sidecar.get("model_path")
-        info["hybrid"] = self.hybrid
-        if BM25Index.exists(self.path / BM25_DIRNAME):
-            info["bm25_documents"] = json.loads((self.path / BM25_DIRNAME / "bm25.json").read_text()).get("n_docs")
-        if sidecar.get("fallback"):
+        info["model_path"] = self._sidecar.get("model_path")
+        info["hybrid"] = self.hybrid  # this session's default
+        info["hybrid_default"] = self.hybrid_default  # the index's stored default
+        lexical = self.lexical_index()
+        if lexical is not None:
+            info["bm25_backend"] = "fts5"
+            info["bm25_documents"] = lexical.count()
+        elif BM25Index.exists(self.path / BM25_DIRNAME):
+            info["bm25_backend"] = "bm25s"
+            try:
+                info["bm25_documents"] = BM25Index.read_config(self.path / BM25_DIRNAME).get("n_docs")
+            except (ValueError, OSError):
+                info["bm25_documents"] = None
+        if self._sidecar.get("fallback"):
             info["fallback_model"] = True
         return info
 
@@ -431,11 +690,12 @@ class Retriever:
     def close(self) -> None:
         self.index.close()
 
-    def __enter__(self) -> "Retriever":
+    def __enter__(self) -> Retriever:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Retriever({str(self.path)!r}, model={self.model.model_id!r}, docs={len(self)}, hybrid={self.hybrid})"
+        model_id = getattr(self.model, "model_id", None)
+        return f"Retriever({str(self.path)!r}, model={model_id!r}, docs={len(self)}, hybrid={self.hybrid})"

@@ -36,7 +36,7 @@ def is_sharded(path: str | os.PathLike) -> bool:
 class _ShardedDocs:
     """The part of `DocStore` the retriever reads for BM25: every live document, shard after shard."""
 
-    def __init__(self, view: "ShardedView") -> None:
+    def __init__(self, view: ShardedView) -> None:
         self.view = view
 
     def iter_documents(self, batch_size: int = 1000) -> Iterator[Any]:
@@ -63,7 +63,7 @@ class ShardedView:
     def manifest(self) -> Any:
         return self.sharded.manifest
 
-    def set_model(self, model: Any) -> "ShardedView":
+    def set_model(self, model: Any) -> ShardedView:
         """Attach the query model (checked against the index like `Index.open` does)."""
         self.model_manifest.check_compatible(model)
         self.sharded.model = model
@@ -185,7 +185,7 @@ def build_sharded_retriever(index_dir: str | os.PathLike, docs: Sequence[Mapping
         return None
     retriever = Retriever(ShardedView(sharded).set_model(model), model, hybrid=hybrid)
     try:
-        retriever._write_sidecar(bm25_stale=hybrid)
+        retriever._write_sidecar(hybrid=hybrid or retriever.hybrid_default)  # the stored default search mode
         retriever._finish_build()
     except BaseException:
         retriever.close()

@@ -107,3 +107,11 @@ def dataset_dir(name: str) -> Path:
     if not (path / "corpus.jsonl").is_file():
         pytest.skip(f"dataset {name!r} not found at {path} (the project's ../shared/data)")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _float32_encoders(monkeypatch):
+    """Encoders compute in float32 in every test, whatever the CPU: `dtype="auto"` would autocast to bf16 on
+    CPUs with native bf16, and the parity tests (sentence-transformers, PyLate) compare float32 outputs.
+    Tests of the bf16 path opt back in by patching `_native_bf16_cpu` themselves."""
+    monkeypatch.setattr("mbert_retrieval.encoder._native_bf16_cpu", lambda: False)

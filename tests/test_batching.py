@@ -33,3 +33,21 @@ def test_pack_rows_first_fit():
     assert len(rows) == 3
     with pytest.raises(ValueError, match="capacity"):
         pack_rows([9], capacity=8)
+
+
+def test_long_input_is_not_padded_with_short_ones():
+    """One 8192-token input among short ones: under the default budget it would fit two rows of 8192, but a
+    short text padded to 8192 tokens doubles the compute of that batch; it gets a batch of its own."""
+    lengths = [12, 8192, 30, 7, 250, 31, 64]
+    plans = token_budget_batches(lengths, max_tokens=16384)
+    assert plans[0].indices == (1,)
+    assert sorted(i for p in plans for i in p.indices) == list(range(len(lengths)))
+    assert all(p.padded_tokens <= 16384 for p in plans)
+
+
+def test_short_items_stay_in_few_batches():
+    """The padding rule does not split batches of short texts (their padding is cheap)."""
+    lengths = [3 + (i % 5) for i in range(200)]
+    assert len(token_budget_batches(lengths, max_tokens=16384, max_batch_size=256)) == 1
+    with pytest.raises(ValueError):
+        token_budget_batches([1], max_padding_ratio=-1)

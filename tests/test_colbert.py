@@ -204,7 +204,9 @@ def test_build_from_plain_encoder(tiny_modernbert, caplog):
     assert model.projection[0].linear.bias is None and model.projection[0].linear.in_features == 32
     tok = model.encoder.tokenizer
     assert model.query_prefix_id == vocab and model.document_prefix_id == vocab + 1
-    assert tok.convert_ids_to_tokens(model.query_prefix_id) == "[Q] "
+    # the added token itself (transformers >= 5.2x shows added tokens normalised, "[q] ", in convert_ids_to_tokens)
+    assert tok.added_tokens_decoder[model.query_prefix_id].content == "[Q] "
+    assert tok.added_tokens_decoder[model.document_prefix_id].content == "[D] "
     assert model.encoder.model.get_input_embeddings().num_embeddings == vocab + 2
     again = ColBERT.from_pretrained(tiny_modernbert, device="cpu")
     torch.testing.assert_close(again.projection[0].linear.weight, model.projection[0].linear.weight)
@@ -335,3 +337,74 @@ def test_bad_inputs(tiny_colbert):
     assert tiny_colbert.encode_documents([]) == []
     assert tiny_colbert.score([], DOCS).shape == (0, 4)
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+# ---------------------------------------------------------------------- weights fingerprint
+def test_fingerprint_of_new_weights_and_after_save(tiny_modernbert, tmp_path):
+    """A projection made at load is part of the fingerprint (another seed or torch initialisation -> another
+    fingerprint); once saved, the model is its files, and reloading them gives the same fingerprint."""
+    model = ColBERT.from_pretrained(tiny_modernbert, device="cpu", dim=16)
+    assert model.new_weights and isinstance(model.fingerprint, str)
+    assert ColBERT.from_pretrained(tiny_modernbert, device="cpu", dim=16).fingerprint == model.fingerprint
+    assert ColBERT.from_pretrained(tiny_modernbert, device="cpu", dim=16, seed=7).fingerprint != model.fingerprint
+    model.save_pretrained(tmp_path / "m")
+    assert not model.new_weights
+    again = ColBERT.from_pretrained(str(tmp_path / "m"), device="cpu")
+    assert not again.new_weights and again.fingerprint == model.fingerprint
+    with torch.no_grad():
+        again.projection[0].linear.weight.mul_(-1)
+    again.save_pretrained(tmp_path / "m")  # other weights at the same path
+    assert ColBERT.from_pretrained(str(tmp_path / "m"), device="cpu").fingerprint != model.fingerprint
+
+
+# ---------------------------------------------------------------------- an index built on a plain encoder
+def test_index_on_plain_encoder_keeps_its_projection(tiny_modernbert, tmp_path, monkeypatch, caplog):
+    """The random projection is saved with the index at build (warned about once, then): reopening uses it,
+    even if torch's initialisation changes (simulated by another seed) or the encoder is named again."""
+    from contextlib import contextmanager
+
+    from mbert_retrieval.index import IndexManifest
+    from mbert_retrieval.retriever import MODEL_DIRNAME, Retriever, read_sidecar
+
+    docs = [{"id": str(i), "text": t} for i, t in enumerate(DOCS)]
+    with caplog.at_level("WARNING", logger="mbert_retrieval.colbert"):
+        built = Retriever.build(tmp_path / "idx", docs, model=tiny_modernbert, kind="colbert",
+                                model_options={"device": "cpu"})
+    assert "untrained" in caplog.text
+    expected = built.model.encode_queries(QUERIES)
+    hits = [[h.id for h in row] for row in built.search(QUERIES, k=3)]
+    built.close()
+    assert (tmp_path / "idx" / MODEL_DIRNAME / "modules.json").is_file()
+    assert read_sidecar(tmp_path / "idx")["model_saved"] is True
+    manifest = IndexManifest.load(tmp_path / "idx")
+
+    real_seeded = colbert_module._seeded
+
+    @contextmanager
+    def other_init(seed):  # as if torch initialised new layers differently
+        with real_seeded(seed + 1):
+            yield
+
+    monkeypatch.setattr(colbert_module, "_seeded", other_init)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mbert_retrieval.colbert"):
+        for model in (None, tiny_modernbert):
+            with Retriever.open(tmp_path / "idx", model=model, model_options={"device": "cpu"}) as r:
+                assert r.model.model_id == tiny_modernbert and not r.model.new_weights
+                assert r.model.fingerprint == manifest.model_fingerprint
+                for a, b in zip(r.model.encode_queries(QUERIES), expected):
+                    np.testing.assert_allclose(a, b, atol=1e-6)
+                assert [[h.id for h in row] for row in r.search(QUERIES, k=3)] == hits
+    assert "untrained" not in caplog.text
+
+
+def test_index_with_saved_projection_missing_is_an_error(tiny_modernbert, tmp_path):
+    import shutil
+
+    from mbert_retrieval.retriever import MODEL_DIRNAME, Retriever
+
+    Retriever.build(tmp_path / "idx", ["one doc", "another doc"], model=tiny_modernbert, kind="colbert",
+                    model_options={"device": "cpu"}).close()
+    shutil.rmtree(tmp_path / "idx" / MODEL_DIRNAME)
+    with pytest.raises(FileNotFoundError, match="restore it, or rebuild"):
+        Retriever.open(tmp_path / "idx")

@@ -240,8 +240,9 @@ def test_load_corpus_autodetect(tmp_path):
     assert list(load_corpus(tmp_path / "notes")) == ["a.md"]
     write(tmp_path / "code" / "a.py", "pass")
     write(tmp_path / "code" / "doc.md", "doc")
-    code = load_corpus(tmp_path / "code")
-    assert list(code) == ["a.py"] and code["a.py"].metadata["language"] == "python"
+    code = load_corpus(tmp_path / "code")  # a folder holds code and docs alike: both are indexed
+    assert list(code) == ["a.py", "doc.md"] and code["a.py"].metadata["language"] == "python"
+    assert list(load_corpus(tmp_path / "code", kind="code")) == ["a.py"]
     assert list(load_corpus(tmp_path / "code" / "doc.md")) == ["doc.md"]
     with pytest.raises(DataError):
         load_corpus(tmp_path / "missing")

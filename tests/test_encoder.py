@@ -3,7 +3,9 @@ import importlib.util
 import pytest
 import torch
 
-from mbert_retrieval.encoder import Encoder, EncoderConfig, _resolve_dtype, pick_attn_implementation
+from mbert_retrieval import encoder as encoder_module
+from mbert_retrieval.encoder import (Encoder, EncoderConfig, Precision, _resolve_dtype, pick_attn_implementation,
+                                     resolve_precision)
 
 TEXTS = [
     "hello world",
@@ -14,6 +16,13 @@ TEXTS = [
     "x " * 60,
     "ModernBERT encoders use alternating global and local attention",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _no_native_bf16(monkeypatch):
+    """These tests compare batched paths with float32 references: the same on every CPU, with or without
+    native bf16 (the tests below that need it switch it on)."""
+    monkeypatch.setattr(encoder_module, "_native_bf16_cpu", lambda: False)
 
 
 def _reference(enc: Encoder, ids):
@@ -128,3 +137,97 @@ def test_empty_sequence_rejected(tiny_modernbert):
     enc = Encoder.from_pretrained(tiny_modernbert)
     with pytest.raises(ValueError):
         enc.forward_ids([[]])
+
+
+def test_precision_resolution(monkeypatch):
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == Precision(torch.float32, torch.float32)
+    monkeypatch.setattr(encoder_module, "_native_bf16_cpu", lambda: True)
+    auto = resolve_precision("auto", cpu)
+    assert auto == Precision(torch.float32, torch.bfloat16) and auto.autocast  # fp32 weights, bf16 matmuls
+    assert _resolve_dtype("auto", cpu) == torch.float32
+    for name, dtype in [("float32", torch.float32), ("bfloat16", torch.bfloat16), ("float16", torch.float16)]:
+        assert resolve_precision(name, cpu) == Precision(dtype, dtype)  # an explicit dtype overrides "auto"
+
+
+def _linear_output_dtypes(enc: Encoder, ids) -> set:
+    seen: set = set()
+    hooks = [m.register_forward_hook(lambda mod, inp, out: seen.add(out.dtype))
+             for m in enc.model.modules() if isinstance(m, torch.nn.Linear)]
+    try:
+        with torch.no_grad():
+            batch = enc.forward_ids(ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert batch.hidden.dtype == torch.float32  # pooling and normalisation always see float32
+    return seen
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_auto_dtype_runs_bf16_matmuls_only_on_native_bf16_cpus(tiny_modernbert, monkeypatch, native):
+    monkeypatch.setattr(encoder_module, "_native_bf16_cpu", lambda: native)
+    enc = Encoder.from_pretrained(tiny_modernbert, EncoderConfig(device="cpu"))
+    assert next(enc.model.parameters()).dtype == torch.float32
+    assert enc.precision.autocast is native
+    ids = enc.tokenize(TEXTS)
+    assert _linear_output_dtypes(enc, ids) == {torch.bfloat16 if native else torch.float32}
+    with torch.no_grad():
+        got = [h.mean(0) for h in enc.forward_ids(ids).split()]
+    ref = [h.mean(0) for h in _reference(enc, ids)]
+    cos = min(torch.nn.functional.cosine_similarity(a, b, dim=0).item() for a, b in zip(got, ref))
+    assert cos > (0.99 if native else 0.999999)
+    fp32 = Encoder.from_pretrained(tiny_modernbert, EncoderConfig(device="cpu", dtype="float32"))
+    assert not fp32.precision.autocast  # --dtype float32 overrides the automatic choice
+
+
+def test_bf16_weights_give_float32_token_states(tiny_modernbert):
+    enc = Encoder.from_pretrained(tiny_modernbert, EncoderConfig(device="cpu", dtype="bfloat16"))
+    assert next(enc.model.parameters()).dtype == torch.bfloat16 and not enc.precision.autocast
+    assert _linear_output_dtypes(enc, enc.tokenize(TEXTS)) == {torch.bfloat16}
+
+
+@pytest.fixture(scope="module")
+def tiny_modernbert_8192(tmp_path_factory, minilm_path) -> str:
+    """The tiny ModernBERT with ModernBERT's full 8192 positions."""
+    from transformers import AutoTokenizer, ModernBertConfig, ModernBertModel
+
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    config = ModernBertConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, local_attention=16, global_attn_every_n_layers=2,
+                              max_position_embeddings=8192, pad_token_id=tok.pad_token_id,
+                              cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id,
+                              mask_token_id=tok.mask_token_id, bos_token_id=tok.cls_token_id,
+                              eos_token_id=tok.sep_token_id)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_modernbert_8192")
+    ModernBertModel(config).eval().save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_8192_token_input_gets_its_own_batch(tiny_modernbert_8192, monkeypatch, packing):
+    """One 8192-token input among short ones: every batch stays within the token budget and the long input
+    is never padded together with short ones (no (batch x 8192) rows, no 8192^2 attention for short texts)."""
+    budget = 16384
+    enc = Encoder.from_pretrained(tiny_modernbert_8192, EncoderConfig(max_length=8192, max_tokens_per_batch=budget,
+                                                                      packing=packing))
+    assert enc.config.max_length == 8192
+    long_text = " ".join(f"w{i % 50}" for i in range(9000))
+    texts = ["short one", long_text, "a few more words here", "x " * 40, "tiny"]
+    ids = enc.tokenize(texts)
+    assert len(ids[1]) == 8192
+    seen: list[list[int]] = []
+    forward = enc.forward_ids
+
+    def recording(batch_ids):
+        seen.append([len(x) for x in batch_ids])
+        return forward(batch_ids)
+
+    monkeypatch.setattr(enc, "forward_ids", recording)
+    out = enc.map(ids, lambda b: [h.shape for h in b.split()])
+    assert [s[0] for s in out] == [len(x) for x in ids]
+    assert sorted(n for batch in seen for n in batch) == sorted(len(x) for x in ids)
+    assert all(len(batch) * max(batch) <= budget for batch in seen)
+    assert [8192] in seen  # the long input alone

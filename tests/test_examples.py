@@ -39,4 +39,4 @@ def test_cli_flow_example(tmp_path, minilm_path):
                        timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "sci-photosynthesis" in r.stdout and "cook-sourdough" in r.stdout
-    assert "deleted 1 documents; the index now holds 51" in r.stdout
+    assert "deleted 1 document; the index now holds 51" in r.stdout

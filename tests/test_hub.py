@@ -57,3 +57,38 @@ def test_load_model_fallback_gives_a_real_ranking(monkeypatch):
     q = model.encode_queries(["capital of France"])
     d = model.encode_documents(["Bananas are yellow.", "Paris is the capital of France."])
     assert (q @ d.T).argmax() == 1
+
+
+@pytest.mark.parametrize("name", ["sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"])
+def test_fallback_model_ids_resolve_to_the_packaged_files_offline(monkeypatch, minilm_path, name):
+    """The id an index built with the fallback records (and ST's short name) loads offline, uncached."""
+    _offline(monkeypatch)
+    resolved = hub.resolve_model(name, "dense")
+    assert resolved.path == minilm_path and not resolved.fallback
+    assert resolved.requested == hub.FALLBACK_MODEL_ID
+    model = hub.load_model(name, kind="dense")
+    assert model.model_id == hub.FALLBACK_MODEL_ID and not model.resolved.fallback
+
+
+@pytest.mark.parametrize("kind", ["dense", "colbert"])
+def test_default_model_named_explicitly_does_not_fall_back(monkeypatch, kind):
+    """Only the default (no name) may fall back: naming the default's id is an explicit choice."""
+    _offline(monkeypatch)
+    with pytest.raises(RuntimeError, match="could not load model .*not cached and the hub is unreachable"):
+        hub.resolve_model(hub.DEFAULT_MODELS[kind], kind)
+    with pytest.raises(RuntimeError, match="could not load model"):
+        hub.load_model(hub.DEFAULT_MODELS[kind], kind=kind)
+
+
+def test_index_built_offline_with_the_fallback_reopens_by_its_id(monkeypatch, tmp_path):
+    from mbert_retrieval import Retriever
+
+    _offline(monkeypatch)
+    docs = [{"id": "a", "text": "Paris is the capital of France."}, {"id": "b", "text": "Bananas are yellow."}]
+    with Retriever.build(tmp_path / "idx", docs) as built:
+        assert built.model.model_id == hub.FALLBACK_MODEL_ID
+    for name in (hub.FALLBACK_MODEL_ID, "all-MiniLM-L6-v2"):
+        with Retriever.open(tmp_path / "idx", model=name) as r:
+            assert r.search("capital of France", k=1)[0].id == "a"
+    with pytest.raises(RuntimeError, match="could not load model"):
+        Retriever.open(tmp_path / "idx", model=hub.DEFAULT_MODELS["dense"])

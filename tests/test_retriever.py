@@ -51,7 +51,7 @@ def test_search_shapes_filters_and_results(example_retriever):
     assert one[0].id == "cook-eggs" and one[0].doc_id == "cook-eggs"
     assert one[0].title == "Boiling eggs" and one[0].metadata == {"topic": "cooking", "year": 2018}
     assert one[0].score >= one[1].score >= one[2].score
-    assert set(one[0].to_dict()) == {"id", "score", "text", "title", "metadata"}
+    assert set(one[0].to_dict()) == {"id", "score", "text", "title", "metadata", "window"}
     many = example_retriever.search(["boil an egg", "black holes"], k=2)
     assert len(many) == 2 and all(len(row) == 2 for row in many)
     assert example_retriever.search([], k=2) == []
@@ -160,3 +160,40 @@ def test_colbert_retriever(tmp_path, tiny_modernbert):
     r.close()
     with Retriever.open(tmp_path / "idx") as r2:  # same seeded projection: same model id and dim
         assert r2.model.kind == "colbert" and len(r2.search("sky", k=1)) == 1
+
+
+def test_open_options_and_info(tmp_path, tiny_modernbert):
+    """`hybrid` given at open is this session's mode, reported apart from the index's stored default;
+    `load_model=False` and an explicit model exclude each other."""
+    import numpy as np
+
+    Retriever.build(tmp_path / "idx", ["alpha beta", "gamma delta"], model=tiny_modernbert).close()
+    with Retriever.open(tmp_path / "idx", hybrid=True) as r:
+        info = r.info()
+        assert info["hybrid"] is True and info["hybrid_default"] is False
+        assert len(r.search("alpha", k=np.int64(1))) == 1  # numpy integers are integers
+        with pytest.raises(ValueError, match="k must be"):
+            r.search("alpha", k=1.5)
+    with pytest.raises(ValueError, match="load_model"):
+        Retriever.open(tmp_path / "idx", model=tiny_modernbert, load_model=False)
+    with Retriever.open(tmp_path / "idx", load_model=False) as r:
+        assert r.model is None and "model=None" in repr(r) and len(r) == 2
+
+
+@pytest.mark.parametrize(
+    "doc, field",
+    [
+        ({"id": "a", "text": "bad \ud800 text"}, "text"),
+        ({"id": "a", "text": "ok", "title": "\udfff"}, "title"),
+        ({"id": "a", "text": "ok", "metadata": {"x": float("nan")}}, "metadata"),
+        ({"id": "a", "text": "ok", "metadata": {"tags": ["\ud800"]}}, "metadata"),
+    ],
+)
+def test_python_documents_are_checked_like_files(doc, field):
+    """Documents given as Python objects get the readers' checks (lone surrogates, non-finite numbers)."""
+    from mbert_retrieval.data import DataError
+    from mbert_retrieval.retriever import normalize_documents
+
+    with pytest.raises(DataError) as err:
+        normalize_documents([doc])
+    assert field in str(err.value) and "document 0" in str(err.value)

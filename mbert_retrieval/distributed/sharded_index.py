@@ -39,7 +39,8 @@ from typing import Any, Mapping, Sequence
 
 from ..index import Hit, Index, IndexCorruptError, IndexMismatchError
 from ..index.manifest import MANIFEST_NAME, IndexManifest
-from ..index.storage import atomic_write_text
+from ..index.errors import FilterFieldError
+from ..index.storage import atomic_write_text, plain_file_name
 from .shards import ShardStore
 
 logger = logging.getLogger(__name__)
@@ -86,16 +87,19 @@ class ShardedManifest:
         atomic_write_text(directory / SHARDED_MANIFEST, json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
-    def load(cls, directory: Path) -> "ShardedManifest":
+    def load(cls, directory: Path) -> ShardedManifest:
         path = directory / SHARDED_MANIFEST
         if not path.is_file():
             raise FileNotFoundError(f"no {SHARDED_MANIFEST} in {directory}: not a sharded index folder")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             data["shards"] = [ShardEntry(**s) for s in data["shards"]]
-            return cls(**data)
+            manifest = cls(**data)
         except (ValueError, TypeError, KeyError) as exc:
             raise IndexCorruptError(f"{path} is corrupt or invalid: {exc}") from exc
+        for entry in manifest.shards:  # joined to `directory` later: never a path outside it
+            plain_file_name(entry.name, SHARDED_MANIFEST)
+        return manifest
 
 
 def _manifest_sha(path: Path) -> str:
@@ -140,7 +144,7 @@ class ShardedIndex:
     @classmethod
     def build_from_shards(cls, path: str | os.PathLike, store: ShardStore, docs: Mapping[str, Any],
                           index_type: str = "flat", model: Any = None, show_progress: bool = False,
-                          **params: Any) -> "ShardedIndex":
+                          **params: Any) -> ShardedIndex:
         """One index per embedding shard of `store` (finished shard indexes are kept: resumable).
         `docs`: id -> Document or dict (text, title, metadata are stored with the vectors)."""
         path = Path(path)
@@ -191,7 +195,7 @@ class ShardedIndex:
     @classmethod
     def open(cls, path: str | os.PathLike, model: Any = None, *, shards: Sequence[int] | None = None,
              max_open_shards: int | None = None, max_workers: int | None = None, verify: bool = True,
-             **overrides: Any) -> "ShardedIndex":
+             **overrides: Any) -> ShardedIndex:
         """Open a sharded index folder (shards are opened lazily, on first search). `shards`: serve only these
         shard numbers; `verify`: check sha256 of every shard file when the shard is opened; `overrides`:
         search settings passed to every shard's `Index.open` (nprobe, ef_search, backend, ...)."""
@@ -257,10 +261,15 @@ class ShardedIndex:
         `Index.search`). `filter` and `params` are passed to every shard."""
         vectors = self._query_vectors(queries)
 
-        def one(i: int) -> list[list[Hit]]:
+        missing: list[FilterFieldError] = []
+
+        def one(i: int) -> list[list[Hit]] | None:
             index = self._acquire(i)
             try:
                 return index.search(vectors, k, filter, **params)
+            except FilterFieldError as exc:  # no document of this shard has the field: an error only if no shard has it
+                missing.append(exc)
+                return None
             finally:
                 self._release(i)
 
@@ -270,7 +279,10 @@ class ShardedIndex:
         else:
             with ThreadPoolExecutor(workers, thread_name_prefix="shard-search") as pool:
                 results = list(pool.map(one, self.shard_ids))
-        return merge_hits(results, k)
+        found = [r for r in results if r is not None]
+        if not found and missing:
+            raise missing[0]
+        return merge_hits(found, k)
 
     # ----------------------------------------------------------------- misc
     def __len__(self) -> int:
@@ -286,7 +298,7 @@ class ShardedIndex:
                 index.close()
             self._open.clear()
 
-    def __enter__(self) -> "ShardedIndex":
+    def __enter__(self) -> ShardedIndex:
         return self
 
     def __exit__(self, *exc: object) -> None:

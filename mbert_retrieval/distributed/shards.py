@@ -23,7 +23,6 @@ from the sidecars under an exclusive file lock, and the sidecars stay the source
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -107,7 +106,7 @@ class ShardsManifest:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ShardsManifest":
+    def from_dict(cls, data: dict) -> ShardsManifest:
         try:
             shards = [ShardRecord(**r) for r in data.pop("shards")]
             m = cls(**data, shards=shards)
@@ -166,7 +165,7 @@ class ShardStore:
     # ----------------------------------------------------------------- create / open
     @classmethod
     def create_or_resume(cls, directory: str | os.PathLike, ids: Sequence[str], model_id: str, kind: str,
-                         n_shards: int, model_config: dict | None = None) -> "ShardStore":
+                         n_shards: int, model_config: dict | None = None) -> ShardStore:
         """Open the shard folder for (re)encoding `ids`; a folder made for another corpus, model, kind or
         shard count raises `IndexMismatchError` (use a fresh folder)."""
         if kind not in KINDS:
@@ -195,7 +194,7 @@ class ShardStore:
             return store
 
     @classmethod
-    def open(cls, directory: str | os.PathLike) -> "ShardStore":
+    def open(cls, directory: str | os.PathLike) -> ShardStore:
         path = Path(directory) / SHARDS_MANIFEST
         if not path.is_file():
             raise FileNotFoundError(f"no {SHARDS_MANIFEST} in {directory}: not a shard folder")
@@ -296,12 +295,10 @@ class ShardStore:
     @contextlib.contextmanager
     def _locked(directory: Path) -> Iterator[None]:
         """Blocking exclusive lock on `directory/.shards.lock` (manifest updates from several processes)."""
-        fd = os.open(Path(directory) / ".shards.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        from filelock import FileLock
+
+        with FileLock(str(Path(directory) / ".shards.lock")):
             yield
-        finally:
-            os.close(fd)
 
     # ----------------------------------------------------------------- writing
     def write_shard(self, shard: int, ids: Sequence[str], vectors: np.ndarray | Sequence[np.ndarray]) -> ShardRecord:

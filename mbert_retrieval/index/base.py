@@ -13,13 +13,30 @@ atomically, *then* its documents are committed in SQLite in one transaction (the
 search structure is a checkpoint: written under a new generation name, then the manifest is atomically
 replaced to point to it. On open the structure is reconciled with SQLite by internal id (missing ids are
 re-added from chunk files, removed ones dropped), so a crash anywhere loses nothing and duplicates nothing.
+Documents are committed every `chunk_size` documents or `commit_seconds` of encoding, whichever comes first;
+an update's metadata-only changes are committed in the same transaction as the next chunk (old-or-new).
+Readers (open, catching up) load a consistent snapshot (`sync.py`) under a read lease and never take the
+writer lock; writers delete no file while a reader is loading (`storage.read_lease`).
+
+Long documents (`window=WindowConfig(...)`, off by default): a document longer than a window is encoded as
+several windows, each one row of the structure under its own internal id (the `windows` table of the
+document store maps it to the document and its character span); search max-pools the rows per document and
+returns each document once, with the span of its best window (`Hit.window`, `Hit.passage`). The structures
+only ever see row ids and vectors, so every index kind works unchanged. A document that fits the model keeps
+one row under its own id, as in indexes built before windows existed.
+
+Binding: the manifest's `index_id` is recorded in docs.sqlite (with the checkpoint generation, written just
+before each manifest) and in every chunk file; every open checks both, so a file of another index or an
+older copy is refused, never served. Folders of format 1 (no index id) open as they are and are bound by
+their next write.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
+import time
+
 from itertools import islice, repeat
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -27,33 +44,26 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .docstore import DocRow, DocStore
-from .errors import IndexCorruptError, IndexMismatchError, IndexStateError
-from .manifest import INDEX_TYPES, MANIFEST_NAME, IndexManifest
-from .structures import doc_row, flatten_vectors, make_config, make_structure, query_vectors
-from .storage import TMP_PREFIX, remove_quietly, verify_file, writer_lock
+from ..windows import WindowConfig, check_spans, model_window_limit, split_windows, structure_hint
+from .docstore import DocRow, DocStore, FieldChange, WindowRow, encode_metadata
+from .errors import FilterFieldError, IndexCorruptError, IndexMismatchError, IndexStateError
+from .result import Hit, Result
+from .manifest import FORMAT_VERSION, INDEX_TYPES, MANIFEST_NAME, IndexManifest, new_index_id
+from .structures import doc_row, flatten_vectors, make_config, query_vectors
+from .storage import TMP_PREFIX, readers_active, remove_quietly, writer_lock
+from .sync import BUILD_PARAMS as _BUILD_PARAMS
+from .sync import DOCSTORE_NAME, INDEX_PARAMS as _INDEX_PARAMS, load_snapshot, reconcile
 from .vectors import VectorStore, take_docs
+from .windows_search import WindowMap, search_documents
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Index", "Hit"]
+__all__ = ["Index", "Hit", "Result"]
 
-DOCSTORE_NAME = "docs.sqlite"
 _STRUCTURE_FILE = re.compile(r"^(dense|plaid|exact)\.\d{6}\.")
-_BUILD_PARAMS = ("chunk_size", "autosave")
-_PROGRESS_SLICE = 256  # documents encoded between two progress reports
+_PROGRESS_SLICE = 256  # documents encoded per model call (between two progress reports and commit-time checks)
+COMMIT_SECONDS = 30.0  # default: commit what is encoded at least this often (Ctrl-C loses at most that much work)
 ProgressFn = Callable[[int], None]
-
-
-@dataclass
-class Hit:
-    """One search result."""
-
-    doc_id: str
-    score: float
-    text: str
-    title: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class Index:
@@ -64,13 +74,22 @@ class Index:
         self.path, self.manifest, self.docstore, self.store, self.structure, self.model = path, manifest, docstore, store, structure, model
         self._overrides = dict(overrides or {})  # this session's search settings (kept across `_sync`)
         self._data_version = docstore.data_version()
+        self._windows = WindowMap(docstore)  # structure row -> document
 
     # ----------------------------------------------------------------- construction
     @classmethod
     def create(cls, path: str | Path, kind: str, index_type: str, model: Any = None, *, quantization: str | None = None,
                model_id: str | None = None, dim: int | None = None, chunk_size: int = 4096, autosave: bool = True,
-               **params: Any) -> "Index":  # fmt: skip
-        """New empty index in `path` (state "building"). `model` gives model_id/dim (or pass them for vectors-only use)."""
+               commit_seconds: float = COMMIT_SECONDS, window: WindowConfig | Mapping[str, Any] | bool | None = None,
+               **params: Any) -> Index:  # fmt: skip
+        """New empty index in `path` (state "building"). `model` gives model_id/dim (or pass them for vectors-only use).
+        Documents are committed (the unit of resumability) every `chunk_size` documents or `commit_seconds`
+        of encoding, whichever comes first. `window`: split documents longer than the model reads into
+        windows, one index row each (`WindowConfig()`, recommended: windows of the model's full length; None,
+        the default: one row per document, cut at the model's length)."""
+        window_config = WindowConfig.from_value(window)
+        if window_config is not None and model is not None:
+            model_window_limit(model)  # the model must say how long a window may be: checked before anything is written
         path = Path(path)
         if kind not in INDEX_TYPES or index_type not in INDEX_TYPES[kind]:
             raise ValueError(f"unknown kind/index_type {kind!r}/{index_type!r}; valid: {INDEX_TYPES}")
@@ -82,33 +101,43 @@ class Index:
             model_id, dim = model.model_id, int(model.dim)
         if not model_id or not dim:
             raise ValueError("Index.create needs a model (or model_id and dim)")
+        if isinstance(commit_seconds, bool) or not isinstance(commit_seconds, (int, float)) or not commit_seconds > 0:
+            raise ValueError(f"commit_seconds must be a positive number, got {commit_seconds!r}")
+        fingerprint, index_id = getattr(model, "fingerprint", None), new_index_id()
         config = make_config(kind, index_type, quantization, params)
         stored = {k: v for k, v in (vars(config) if config is not None else {}).items() if k not in ("index_type", "quantization")}
         manifest = IndexManifest(
             kind=kind, index_type=index_type, model_id=model_id, dim=dim, quantization=quantization,
-            model_revision=getattr(model, "revision", None), params={"chunk_size": int(chunk_size), "autosave": bool(autosave), **stored},
+            model_revision=getattr(model, "revision", None), model_fingerprint=fingerprint if isinstance(fingerprint, str) else None,
+            index_id=index_id, params={"chunk_size": int(chunk_size), "autosave": bool(autosave), "commit_seconds": commit_seconds, **stored},
         )  # fmt: skip
+        if window_config is not None:
+            manifest.params["window"] = window_config.to_dict()
         path.mkdir(parents=True, exist_ok=True)
-        DocStore(path / DOCSTORE_NAME).close()  # before the manifest: a folder with a manifest can always be opened
+        docstore = DocStore(path / DOCSTORE_NAME)  # before the manifest: a folder with a manifest can always be opened
+        try:
+            docstore.bind(index_id, manifest.generation)
+        finally:
+            docstore.close()
         manifest.save(path)
-        return cls._assemble(path, manifest, model, verify=False)
+        return cls._assemble(path, model, verify=False, keep={k: manifest.params[k] for k in _BUILD_PARAMS})
 
     @classmethod
-    def open(cls, path: str | Path, model: Any = None, *, verify: bool = True, **overrides: Any) -> "Index":
+    def open(cls, path: str | Path, model: Any = None, *, verify: bool = True, **overrides: Any) -> Index:
         """Open an index: validates the manifest, checks `model` compatibility, file sizes and (with `verify`)
         sha256 checksums. `overrides` change search/runtime settings (e.g. nprobe, backend) for this session."""
         path = Path(path)
+        build = {k: overrides.pop(k) for k in _BUILD_PARAMS if k in overrides}
         manifest = IndexManifest.load(path)
         if model is not None:
             manifest.check_compatible(model)
-        if unknown := set(overrides) - (set(manifest.params) - {"state"}):
+        if unknown := set(overrides) - (set(manifest.params) - {"state", *_INDEX_PARAMS}):
             raise TypeError(f"unknown index settings {sorted(unknown)}")
-        manifest.params.update({k: overrides.pop(k) for k in _BUILD_PARAMS if k in overrides})
-        return cls._assemble(path, manifest, model, verify=verify, overrides=overrides)
+        return cls._assemble(path, model, verify=verify, overrides=overrides, keep=build)
 
     @classmethod
     def build(cls, path: str | Path, docs: Iterable[Mapping[str, Any]], kind: str, index_type: str, model: Any, *,
-              show_progress: bool = False, **params: Any) -> "Index":  # fmt: skip
+              show_progress: bool = False, **params: Any) -> Index:  # fmt: skip
         """Create (or resume an interrupted build of) an index, add `docs` and finalize it."""
         path = Path(path)
         if (path / MANIFEST_NAME).exists():
@@ -123,61 +152,44 @@ class Index:
         return index
 
     @classmethod
-    def _assemble(cls, path: Path, manifest: IndexManifest, model: Any, verify: bool,
-                  overrides: Mapping[str, Any] | None = None) -> "Index":  # fmt: skip
+    def _assemble(cls, path: Path, model: Any, verify: bool, overrides: Mapping[str, Any] | None = None,
+                  keep: Mapping[str, Any] | None = None) -> Index:  # fmt: skip
+        """Load a consistent snapshot of the folder (`sync.load_snapshot`: never takes the writer lock)."""
         if not (path / DOCSTORE_NAME).is_file():
             raise IndexCorruptError(f"index file {DOCSTORE_NAME!r} is missing from {path}")
         docstore = DocStore(path / DOCSTORE_NAME)
         try:
             if verify:
                 docstore.quick_check()
-            store, structure = cls._load_vectors(path, manifest, docstore, overrides, verify)
-            index = cls(path, manifest, docstore, store, structure, model, overrides)
-            index._reconcile()
+                docstore.verify_rows()
+            snap = load_snapshot(path, docstore, keep or {}, overrides, verify)
+            index = cls(path, snap.manifest, docstore, snap.store, snap.structure, model, overrides)
+            index._data_version = snap.data_version
         except BaseException:
             docstore.close()
             raise
         return index
 
-    @staticmethod
-    def _load_vectors(path: Path, manifest: IndexManifest, docstore: DocStore, overrides: Mapping[str, Any] | None,
-                      verify: bool) -> tuple[VectorStore, Any]:  # fmt: skip
-        """Chunk registry and search structure of `manifest`. The structure files are read whole anyway, so
-        their sha256 is always checked (a same-size corruption is caught on every open); the memory-mapped
-        chunk files only with `verify`."""
-        store = VectorStore(path, manifest.kind, manifest.dim)
-        for chunk in docstore.chunks():
-            store.verify(chunk, check_hash=verify)
-            store.register(chunk)
-        for name, record in manifest.file_records().items():
-            verify_file(path / name, record, check_hash=True)
-        params = {k: v for k, v in {**manifest.params, **(overrides or {})}.items() if k not in (*_BUILD_PARAMS, "state")}
-        structure = make_structure(manifest.kind, manifest.index_type, manifest.quantization, manifest.dim, params, store)
-        structure.load(path, manifest.generation, manifest.params.get("state", {}))
-        return store, structure
-
     def _sync(self, locked: bool) -> None:
         """Catch up with what another process wrote since this one loaded the index (`mbret add` beside a
         running `mbret serve`, two writers one after the other): SQLite's data_version tells that another
-        connection committed; then manifest, chunk registry and structure are reloaded and reconciled.
-        Writers call it holding the writer lock; readers only when the lock is free (else they keep serving
-        the state they have, and catch up on a later call)."""
+        connection committed; then a fresh snapshot is loaded and swapped in. Never takes the writer lock, so
+        a reader never makes a write fail; a reader (`locked` False) that cannot load one keeps serving the
+        state it has and tries again on a later call."""
         version = self.docstore.data_version()
         if version == self._data_version:
             return
-        if not locked:
-            try:
-                with writer_lock(self.path):
-                    self._sync(locked=True)
-            except (IndexStateError, OSError):  # a writer is busy (or the folder is read-only): later
-                pass
+        keep = {k: v for k, v in self.manifest.params.items() if k in _BUILD_PARAMS}
+        try:
+            snap = load_snapshot(self.path, self.docstore, keep, self._overrides, verify=False)
+        except (IndexCorruptError, OSError) as exc:
+            if locked:
+                raise
+            logger.warning("%s changed, but its new state could not be loaded yet (%s): serving the previous one", self.path, exc)
             return
-        manifest = IndexManifest.load(self.path)
-        manifest.params.update({k: v for k, v in self.manifest.params.items() if k in _BUILD_PARAMS})
-        self.store, self.structure = self._load_vectors(self.path, manifest, self.docstore, self._overrides, False)
-        self.manifest = manifest
-        self._reconcile()
-        self._data_version = version
+        self.manifest, self.store, self.structure = snap.manifest, snap.store, snap.structure
+        self._windows.mark_stale()
+        self._data_version = snap.data_version
         logger.info("%s was changed by another process: reloaded (%d documents)", self.path, len(self))
 
     # ----------------------------------------------------------------- internal helpers
@@ -193,111 +205,187 @@ class Index:
 
     def _reconcile(self) -> None:
         """Make the in-memory structure hold exactly the live documents of the document store."""
-        if not self._can_add():
-            return
-        live, _ = self.docstore.live_iids()
-        present = self.structure.ids()
-        if len(extra := present[~np.isin(present, live)]):
-            self.structure.remove(extra)
-        missing = live[~np.isin(live, present)]
-        if not len(missing):
-            return
-        found, seqs, rows = self.store.locate(missing)
-        if not found.all():
-            raise IndexCorruptError(
-                f"{int((~found).sum())} documents of {DOCSTORE_NAME} are neither in the index structure nor in a chunk file"
-            )
-        for seq in np.unique(seqs):
-            sel = seqs == seq
-            if getattr(self.structure, "needs_vectors", True):
-                chunk = self.store.chunk(int(seq))
-                vectors, offsets = take_docs(chunk.vectors, chunk.offsets, rows[sel])
-                self.structure.add(missing[sel], vectors, offsets)
-            else:
-                self.structure.add(missing[sel])
+        reconcile(self.docstore, self.store, self.structure)
 
     def _cleanup(self) -> None:
-        """Remove leftovers of interrupted writes (writer only: temp files, unregistered chunks, old generations)."""
+        """Remove leftovers of interrupted writes and files no longer used (writer only: temp files; unregistered
+        chunks and old generations, unless a reader is loading a snapshot that may still need them: then later)."""
+        keep_unused = readers_active(self.path)
         registered = {c.name for c in self.docstore.chunks()}
         for f in self.store.dir.iterdir():
-            if f.name.startswith(TMP_PREFIX) or (f.suffix == ".safetensors" and f.name not in registered):
+            if f.name.startswith(TMP_PREFIX) or (not keep_unused and f.suffix == ".safetensors" and f.name not in registered):
                 remove_quietly(f)
         for f in self.path.iterdir():
-            if f.name.startswith(TMP_PREFIX) or (_STRUCTURE_FILE.match(f.name) and f.name not in self.manifest.files):
+            if f.name.startswith(TMP_PREFIX) or (not keep_unused and _STRUCTURE_FILE.match(f.name) and f.name not in self.manifest.files):
                 remove_quietly(f)
 
-    def _encode(self, texts: list[str], progress: ProgressFn | None = None) -> Any:
-        """Document vectors; with `progress`, encoded in slices of `_PROGRESS_SLICE` texts, reporting each."""
+    _clock = staticmethod(time.monotonic)  # seconds; tests replace it to simulate slow encoding
+
+    @property
+    def commit_seconds(self) -> float:
+        """Encoding time after which the documents encoded so far are committed even if the chunk is not full."""
+        return float(self.manifest.params.get("commit_seconds", COMMIT_SECONDS))
+
+    @property
+    def window(self) -> WindowConfig | None:
+        """How this index splits long documents it encodes (None: one row per document, truncated)."""
+        return WindowConfig.from_value(self.manifest.params.get("window"))
+
+    def _split(self, rows: list[tuple], window: WindowConfig) -> list[list[tuple[int, int]] | None]:
+        """Window spans of each document's text (None for a document that fits the model in one window).
+        The title is prefixed to every window, so its tokens come off each window's budget."""
+        tokenizer, limit = model_window_limit(self.model)
+        limit = min(window.tokens or limit, limit)
+        out: list[list[tuple[int, int]] | None] = []
+        for _, text, title, metadata in rows:
+            n_title = len(tokenizer(f"{title} ", add_special_tokens=False)["input_ids"]) if title else 0
+            budget = limit - min(n_title, limit // 4)
+            config = WindowConfig(tokens=None, overlap=window.overlap, structure=window.structure)
+            spans = split_windows([text], tokenizer, config, budget, [structure_hint(metadata)])[0]
+            out.append(spans if len(spans) > 1 else None)
+        return out
+
+    def _encode(self, rows: list[tuple], given: list[list[tuple[int, int]] | None]) -> tuple[list[Any], list[list[tuple[int, int]] | None]]:
+        """Vectors of `rows` (one model call) and their window spans (`given` by the caller, else from the
+        index's window setting): per document a dense (dim,) array or a ColBERT token matrix, or for a
+        document split into n windows an (n, dim) array / n token matrices."""
         if self.model is None:
             raise IndexStateError("this index was opened without a model: pass `model=` or precomputed vectors")
-        if progress is None or len(texts) <= _PROGRESS_SLICE:
-            out = self.model.encode_documents(texts, show_progress=False)
-            if progress is not None:
-                progress(len(texts))
-            return out
-        parts = []
-        for start in range(0, len(texts), _PROGRESS_SLICE):
-            part = texts[start : start + _PROGRESS_SLICE]
-            parts.append(self.model.encode_documents(part, show_progress=False))
-            progress(len(part))
+        window = self.window
+        spans = list(given)
+        if window is not None and (todo := [i for i, g in enumerate(given) if g is None]):
+            for i, found in zip(todo, self._split([rows[i] for i in todo], window)):
+                spans[i] = found
+        texts, owners = [], []
+        for n, ((_, text, title, _), doc_spans) in enumerate(zip(rows, spans)):
+            parts = [text] if doc_spans is None else [text[s:e] for s, e in doc_spans]
+            texts += [f"{title} {part}" if title else part for part in parts]
+            owners += [n] * len(parts)
+        out = self.model.encode_documents(texts, show_progress=False)
         if self.manifest.kind == "dense":
-            return np.concatenate([np.asarray(p, dtype=np.float32) for p in parts])
-        return [m for p in parts for m in p]
+            out = np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out, dtype=np.float32)
+        if all(s is None for s in spans):
+            return list(out), spans
+        bounds = np.searchsorted(np.asarray(owners), np.arange(len(rows) + 1))
+        vectors = [out[a] if doc_spans is None else out[a:b] for a, b, doc_spans in zip(bounds[:-1], bounds[1:], spans)]
+        return vectors, spans
 
-    def _commit_chunk(self, rows: list[tuple], vectors: Any, replace: bool, progress: ProgressFn | None = None) -> None:
-        if vectors is None:
-            vectors = self._encode([f"{title} {text}" if title else text for _, text, title, _ in rows], progress)
-        elif progress is not None:
-            progress(len(rows))
-        flat, offsets = flatten_vectors(self.manifest.kind, self.manifest.dim, vectors, len(rows))
+    def _window_vectors(self, doc_id: str, vectors: Any, n: int) -> list[Any]:
+        """The n per-window vectors of a windowed document: an (n, dim) array (dense) or n token matrices."""
+        if self.manifest.kind == "dense":
+            arr = np.asarray(vectors, dtype=np.float32)
+            if arr.shape != (n, self.manifest.dim):
+                raise ValueError(f"document {doc_id!r} has {n} windows: expected vectors of shape {(n, self.manifest.dim)}, got {arr.shape}")
+            return list(arr)
+        mats = list(vectors)
+        if len(mats) != n:
+            raise ValueError(f"document {doc_id!r} has {n} windows: expected {n} token matrices, got {len(mats)}")
+        return mats
+
+    def _commit_chunk(self, rows: list[tuple], vectors: Any, spans: list[list[tuple[int, int]] | None], replace: bool,
+                      fields: Sequence[FieldChange] = ()) -> None:  # fmt: skip
+        """Write one chunk file with the rows of `rows` (a document's own row, or one per window), then commit
+        documents, windows and the metadata-only changes `fields` in one transaction, then update the structure.
+        With no rows, only `fields` are committed (no chunk file)."""
+        if not rows:
+            self.docstore.commit([], fields=fields)
+            return
         next_iid, next_chunk = self.docstore.counters()
-        iids = np.arange(next_iid, next_iid + len(rows), dtype=np.int64)
+        doc_rows, windows, row_iids, row_vectors = [], [], [], []
+        iid = next_iid
+        for row, vecs, doc_spans in zip(rows, vectors, spans):
+            doc_rows.append(DocRow(iid, *row))
+            doc_iid, iid = iid, iid + 1
+            if doc_spans is None:
+                row_iids.append(doc_iid)
+                row_vectors.append(vecs)
+                continue
+            for (start, end), vec in zip(doc_spans, self._window_vectors(row[0], vecs, len(doc_spans))):
+                windows.append(WindowRow(iid, doc_iid, start, end))
+                row_iids.append(iid)
+                row_vectors.append(vec)
+                iid += 1
+        flat, offsets = flatten_vectors(self.manifest.kind, self.manifest.dim, row_vectors, len(row_vectors))
+        iids = np.asarray(row_iids, dtype=np.int64)
         info = self.store.write_chunk(next_chunk, iids, flat, offsets)  # 1. chunk file, atomically
-        doc_rows = [DocRow(int(i), *r) for i, r in zip(iids, rows)]
-        replaced = self.docstore.commit(doc_rows, info, replace=replace)  # 2. commit point
+        replaced = self.docstore.commit(doc_rows, info, replace=replace, windows=windows, fields=fields)  # 2. commit point
         self.store.register(info)
+        self._windows.mark_stale()
         if replaced:
-            self.structure.remove(np.asarray(replaced, dtype=np.int64))
+            self.structure.remove(self.docstore.row_ids(replaced))
         if self._can_add():
             self.structure.add(iids, flat, offsets)
 
     def _ingest(self, docs: Iterable[Mapping[str, Any]], vectors: Iterable[Any] | None, replace: bool, show_progress: bool,
                 progress: ProgressFn | None = None) -> int:  # fmt: skip
+        """Read documents in slices of `_PROGRESS_SLICE`, encode the new/changed ones, and commit a chunk when
+        `chunk_size` documents are pending or `commit_seconds` have passed since the last commit (so an
+        interrupted build keeps nearly all the work done, however slow the encoder)."""
         total = len(docs) if hasattr(docs, "__len__") else None  # type: ignore[arg-type]
         pairs: Iterator = zip(docs, vectors if vectors is not None else repeat(None))
         seen: set[str] = set()
+        pending_rows: list[tuple] = []
+        pending_vecs: list[Any] = []
+        pending_spans: list[list[tuple[int, int]] | None] = []
+        pending_fields: list[FieldChange] = []  # metadata-only changes: committed with the next chunk (old-or-new)
         written = 0
+        last_commit = self._clock()
         with tqdm(total=total, desc="indexing", unit="doc", disable=not show_progress) as bar:
-            while batch := list(islice(pairs, self._chunk_size)):
+            while batch := list(islice(pairs, max(1, min(_PROGRESS_SLICE, self._chunk_size - len(pending_rows) - len(pending_fields))))):
                 rows = [doc_row(d) for d, _ in batch]
                 ids = [r[0] for r in rows]
                 if len(set(ids)) != len(ids) or seen.intersection(ids):
                     raise ValueError("duplicate document ids in one call")
                 seen.update(ids)
-                keep = self._select(rows, replace)
+                for r in rows:
+                    encode_metadata(r[0], r[3])  # refuse unstorable metadata before spending time encoding
+                keep, changed = self._select(rows, replace)
+                pending_fields += changed
                 todo = [rows[i] for i in keep]
-                if progress is not None and len(todo) < len(rows):
-                    progress(len(rows) - len(todo))  # already indexed (a resumed build) or unchanged
                 if todo:
-                    vecs = None if vectors is None else [batch[i][1] for i in keep]
-                    self._commit_chunk(todo, vecs, replace, progress)
-                    written += len(todo)
+                    given = [self._given_spans(batch[i][0], rows[i]) for i in keep]
+                    if vectors is None:
+                        vecs, spans = self._encode(todo, given)
+                    else:
+                        vecs, spans = [batch[i][1] for i in keep], given
+                    pending_vecs += vecs
+                    pending_spans += spans
+                    pending_rows += todo
+                if progress is not None:
+                    progress(len(rows))  # encoded, or skipped: already indexed (a resumed build) or unchanged
                 bar.update(len(batch))
+                pending = len(pending_rows) + len(pending_fields)
+                due = pending >= self._chunk_size or self._clock() - last_commit >= self.commit_seconds
+                if pending and due:
+                    self._commit_chunk(pending_rows, pending_vecs, pending_spans, replace, pending_fields)
+                    written += len(pending_rows)
+                    pending_rows, pending_vecs, pending_spans, pending_fields = [], [], [], []
+                    last_commit = self._clock()
+            if pending_rows or pending_fields:
+                self._commit_chunk(pending_rows, pending_vecs, pending_spans, replace, pending_fields)
+                written += len(pending_rows)
         return written
 
-    def _select(self, rows: list[tuple], replace: bool) -> list[int]:
-        """Positions of `rows` that need encoding: new ids for add; new or changed text/title for update."""
+    @staticmethod
+    def _given_spans(doc: Mapping[str, Any], row: tuple) -> list[tuple[int, int]] | None:
+        """Window spans a caller gives with precomputed vectors (`doc["windows"]`), validated; None: one row."""
+        spans = doc.get("windows")
+        return None if spans is None else check_spans(row[0], spans, len(row[1]))
+
+    def _select(self, rows: list[tuple], replace: bool) -> tuple[list[int], list[FieldChange]]:
+        """(positions of `rows` that need encoding: new ids for add, new or changed text/title for update;
+        metadata-only changes of an update, committed with the batch's encoded documents, not re-encoded)."""
         if not replace:
             live = self.docstore.live_doc_ids([r[0] for r in rows])
-            return [i for i, r in enumerate(rows) if r[0] not in live]
-        keep = []
+            return [i for i, r in enumerate(rows) if r[0] not in live], []
+        keep, changed = [], []
         for i, (row, old) in enumerate(zip(rows, self.docstore.get([r[0] for r in rows]))):
             if old is not None and (old.text, old.title) == (row[1], row[2]):
                 if (old.metadata or None) != row[3]:
-                    self.docstore.set_fields(row[0], row[2], row[3])  # metadata only: no re-encoding
+                    changed.append(FieldChange(row[0], row[2], row[3]))
                 continue
             keep.append(i)
-        return keep
+        return keep, changed
 
     def _after_write(self) -> None:
         if self.manifest.state == "ready" and self.manifest.params.get("autosave", True):
@@ -318,6 +406,7 @@ class Index:
         `progress(n)` is called as documents are encoded (every few hundred) or skipped."""
         with writer_lock(self.path):
             self._sync(locked=True)
+            self._bind()
             self._cleanup()
             n = self._ingest(docs, vectors, replace=False, show_progress=show_progress, progress=progress)
             self._after_write()
@@ -328,6 +417,7 @@ class Index:
         """Insert or replace documents by id (unchanged text/title are not re-encoded). Returns the number encoded."""
         with writer_lock(self.path):
             self._sync(locked=True)
+            self._bind()
             self._cleanup()
             n = self._ingest(docs, vectors, replace=True, show_progress=show_progress, progress=progress)
             self._after_write()
@@ -337,8 +427,9 @@ class Index:
         """Delete documents by id (unknown ids are ignored). Returns the number deleted."""
         with writer_lock(self.path):
             self._sync(locked=True)
+            self._bind()
             iids = self.docstore.delete([str(i) for i in ids])
-            self.structure.remove(np.asarray(iids, dtype=np.int64))
+            self.structure.remove(self.docstore.row_ids(iids))
             self._after_write()
         return len(iids)
 
@@ -347,10 +438,11 @@ class Index:
         document and checkpoint; the index becomes "ready"."""
         with writer_lock(self.path):
             self._sync(locked=True)
+            self._bind()
             self._cleanup()
             if not self._can_add():
                 if self.store.n_vectors == 0:
-                    raise IndexStateError("cannot finalize: no vectors to train on (add documents first)")
+                    raise IndexStateError(f"cannot finish the build of {self.path}: no vectors to train on (add documents first)")
                 n = self.store.n_vectors
                 sample = self.store.sample(self.structure.train_sample_size(n), seed=self.structure.config.seed)
                 self.structure.train(sample, n)
@@ -363,7 +455,22 @@ class Index:
         (done automatically after each write when `autosave` is on)."""
         with writer_lock(self.path):
             self._sync(locked=True)
+            self._bind()
             self._save()
+
+    def _bind(self) -> None:
+        """Writer: bind an index of format 1 (no index id) to its files before writing: a new index id in
+        the manifest, the document store and every new chunk file, and row checksums for the stored
+        documents. The manifest written at the end of the write makes it permanent."""
+        if self.manifest.index_id is not None:
+            return
+        found = self.docstore.binding()  # a crash after binding the store and before saving the manifest
+        index_id = found.index_id or new_index_id()
+        self.docstore.fill_checksums()
+        self.docstore.bind(index_id, self.manifest.generation)
+        self.manifest.index_id, self.manifest.format_version = index_id, FORMAT_VERSION
+        self.store.index_id, self.store.first_bound_chunk = index_id, self.docstore.binding().first_chunk
+        logger.info("%s: bound its files to index id %s (format %d)", self.path, index_id, FORMAT_VERSION)
 
     def _save(self) -> None:
         generation = self.manifest.generation + 1
@@ -372,6 +479,8 @@ class Index:
         self.manifest.files = {name: rec.to_dict() for name, rec in files.items()}
         self.manifest.generation = generation
         self.manifest.params["state"] = self.structure.state()
+        assert self.manifest.index_id is not None  # every writer binds first (`_bind`)
+        self.docstore.bind(self.manifest.index_id, generation)  # the store is one generation ahead until:
         self.manifest.save(self.path)  # commit point of the checkpoint
         plaid = self.manifest.index_type == "plaid"
         if plaid and self.structure.is_trained and not self.structure.config.keep_full_vectors:
@@ -385,8 +494,9 @@ class Index:
         """Rewrite chunk files and structure without deleted documents, and purge them from SQLite."""
         with writer_lock(self.path):
             self._sync(locked=True)
+            self._bind()
             self._cleanup()
-            live, _ = self.docstore.live_iids()
+            live = self.docstore.live_row_ids()
             _, seq = self.docstore.counters()
             new_chunks, assignment = [], {}
             for chunk in list(self.store):
@@ -396,7 +506,7 @@ class Index:
                     vectors, offsets = take_docs(chunk.vectors, chunk.offsets, part)
                     info = self.store.write_chunk(seq, chunk.iids[part], vectors, offsets)
                     new_chunks.append(info)
-                    assignment.update({int(i): seq for i in chunk.iids[part]})
+                    assignment.update({int(i): seq for i in self._windows.row_documents(chunk.iids[part])[0]})
                     seq += 1
             self.docstore.replace_chunks(new_chunks, assignment, purge=True)
             self.store.clear()
@@ -409,24 +519,49 @@ class Index:
     def search(self, queries: Any, k: int = 10, filter: Mapping[str, Any] | None = None, **params: Any) -> list[list[Hit]]:
         """Top-`k` hits for each query: text(s) (encoded with the model) or query vectors (dense: (dim,) or
         (n, dim); ColBERT: one (n_tokens, dim) matrix or a list of them). `filter`: metadata filter
-        (see `DocStore.filter_iids`). `params`: per-call search settings (nprobe, ef_search, ndocs, ...)."""
+        (see `compile_filter`); one that matches nothing because a field it needs is in no document raises
+        `FilterFieldError`. `params`: per-call search settings (nprobe, ef_search, ndocs, ...). Each document
+        comes back once: one indexed as windows scores as its best window, whose span is `Hit.window`. An empty or
+        blank text query raises ValueError; an index whose build did not finish raises `IndexStateError`."""
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
+        texts = [queries] if isinstance(queries, str) else queries if isinstance(queries, (list, tuple)) else []
+        if any(isinstance(q, str) and not q.strip() for q in texts):
+            raise ValueError("empty query")
+        if isinstance(queries, (list, tuple)) and not queries:
+            return []
+        self._sync(locked=False)
+        if self.manifest.state != "ready":
+            raise IndexStateError(f"the build of {self.path} did not finish: re-run `mbret index ...` to finish it")
         vectors, n = query_vectors(self.manifest.kind, queries, self.model)
         if n == 0:
             return []
-        self._sync(locked=False)
         allowed = None
         if filter:
             allowed = self.docstore.filter_iids(filter)
             if len(allowed) == 0:
+                self._explain_empty_filter(filter)
                 return [[] for _ in range(n)]
-        scores, iids = self.structure.search(vectors, k, allowed=allowed, **params)
-        rows = self.docstore.get_by_iids(np.unique(iids[iids >= 0]).tolist())
-        return [
-            [Hit(r.doc_id, float(s), r.text, r.title, r.metadata or {}) for s, i in zip(srow, irow) if i >= 0 and (r := rows.get(int(i)))]
-            for srow, irow in zip(scores, iids)
-        ]
+            allowed = self._windows.allowed_rows(allowed)
+        found = search_documents(self.structure, self._windows, vectors, n, k, allowed, params)
+        docs = self.docstore.get_by_iids(sorted({d for row in found for d, _, _, _ in row}))
+        spans = self.docstore.windows_by_iids(sorted({r for row in found for _, _, r, is_window in row if is_window}))
+        out = []
+        for row in found:
+            hits = []
+            for doc_iid, score, row_id, is_window in row:
+                if (doc := docs.get(doc_iid)) is None:
+                    continue
+                w = spans.get(row_id) if is_window else None
+                hits.append(Hit(doc.doc_id, score, doc.text, doc.title, doc.metadata or {}, None if w is None else (w.start, w.end)))
+            out.append(hits)
+        return out
+
+    def _explain_empty_filter(self, flt: Mapping[str, Any]) -> None:
+        """A filter matched nothing: raise `FilterFieldError` (a ValueError) when that is because a field it
+        needs is in no document (a typo, usually), rather than silently answer nothing."""
+        if len(self) and (missing := self.docstore.missing_fields(flt)):
+            raise FilterFieldError(missing, self.docstore.metadata_fields())
 
     def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
         """Stored documents by id (None for unknown ids)."""
@@ -442,8 +577,13 @@ class Index:
     def info(self) -> dict[str, Any]:
         """Manifest fields plus live counts, disk usage and structure details."""
         out = self.manifest.to_dict()
+        n_windows, n_split = self.docstore.window_counts()
+        n_documents = len(self)
         out.update(
-            n_documents=len(self),
+            n_documents=n_documents,
+            n_windows=n_documents - n_split + n_windows,  # index rows: a document that fits the model is one window
+            n_split_documents=n_split,  # documents indexed as more than one row
+            window=self.manifest.params.get("window"),
             n_deleted=self.docstore.count(include_deleted=True) - len(self),
             n_chunks=len(self.store),
             disk_bytes=sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file()),
@@ -454,7 +594,7 @@ class Index:
     def close(self) -> None:
         self.docstore.close()
 
-    def __enter__(self) -> "Index":
+    def __enter__(self) -> Index:
         return self
 
     def __exit__(self, *exc: object) -> None:

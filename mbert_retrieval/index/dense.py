@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -61,7 +62,7 @@ class DenseConfig:
             raise ValueError("backend 'torch' is exact search: only for index_type 'flat' without quantization")
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "DenseConfig":
+    def from_params(cls, params: dict[str, Any]) -> DenseConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in params.items() if k in names})
 
@@ -209,25 +210,34 @@ class DenseIndex:
         return 0 if self.index is None else int(self.index.ntotal) - len(self._tombstones)
 
     def remove(self, iids: np.ndarray) -> int:
-        """Remove ids (HNSW cannot delete: tombstones, excluded at search and dropped by `compact`)."""
+        """Remove ids. HNSW cannot delete, and FAISS's id map over an IVF index loses track of its inner labels
+        after one removal (a second one aborts the process): both keep tombstones, excluded at search and
+        dropped by `compact`; flat indexes delete in place."""
         import faiss
 
         iids = np.asarray(iids, dtype=np.int64)
         if self.index is None or len(iids) == 0:
             return 0
         self._invalidate()
-        if self.effective_type == "hnsw":
+        if self.effective_type in ("hnsw", "ivfpq"):
             present = set(iids[np.isin(iids, self._raw_ids())].tolist()) - self._tombstones
             self._tombstones |= present
             return len(present)
         return int(self.index.remove_ids(faiss.IDSelectorBatch(iids)))
 
     def compact(self) -> None:
-        """Rebuild HNSW without its tombstones (other types delete in place)."""
+        """Rebuild HNSW / IVF-PQ without their tombstones (IVF-PQ keeps its trained quantizer and codebooks)."""
+        import faiss
+
         if not self._tombstones or self.store is None:
             return
         live = self.ids()
-        self.index = self._new_index()
+        if self.effective_type == "ivfpq":
+            trained = faiss.clone_index(self.index)
+            trained.reset()
+            self.index = trained
+        else:
+            self.index = self._new_index()
         self._tombstones = set()
         for start in range(0, len(live), 65536):
             part = live[start : start + 65536]
@@ -384,6 +394,7 @@ class DenseIndex:
             "effective_index_type": self.effective_type,
             "ntotal": len(self),
             "tombstones": len(self._tombstones),
-            "backend": self._backend(),
+            # resolving "auto" asks torch for a GPU: not worth importing torch to describe an index (`mbret info`)
+            "backend": self._backend() if self.config.backend != "auto" or "torch" in sys.modules else "auto",
             **self.trained_params,
         }

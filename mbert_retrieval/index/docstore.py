@@ -5,14 +5,29 @@ text, title, JSON metadata and a `deleted` flag (tombstone, purged by compaction
 among live rows; an update gives the new version a new iid, so the vector structures never see an iid
 change meaning. The `chunks` table registers the vector chunk files, and `meta` holds the iid/chunk
 counters: both are committed in the same transaction as the documents they belong to.
+
+Long documents: a document split into windows (see `mbert_retrieval.windows`) keeps one `docs` row (its text
+stored once) and gets one `windows` row per window: its own iid (from the same counter, right after the
+document's), the document's iid and the character span. The vector structures then hold the window iids
+instead of the document's (`live_row_ids`, `row_ids`); a document without windows is its own row, as in stores
+written before windows existed (those get the table from the next writer: `migrate`).
+
+Integrity: each row carries a sha256 `checksum` of (iid, doc_id, text, title, metadata), written with it and
+recomputed by `verify_rows` (`mbret info --verify`). `meta` also records the index id and checkpoint
+generation of the manifest the store belongs to (`bind` / `check_binding`, checked on every open), and
+chunk names read from the registry must be plain file names. Metadata is refused when it holds NaN,
+Infinity or numbers beyond float range; filters compare values of like JSON type only (`compile_filter`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import math
 import re
 import sqlite3
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +36,10 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from .errors import IndexCorruptError
+from .storage import plain_file_name
 
-__all__ = ["DocStore", "DocRow", "ChunkInfo", "compile_filter"]
+__all__ = ["DocStore", "DocRow", "ChunkInfo", "FieldChange", "StoreBinding", "StoreAheadError", "WindowRow", "compile_filter",
+           "encode_metadata", "row_checksum", "window_checksum"]  # fmt: skip
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (
@@ -32,7 +49,8 @@ CREATE TABLE IF NOT EXISTS docs (
     title TEXT,
     metadata TEXT,
     deleted INTEGER NOT NULL DEFAULT 0,
-    chunk INTEGER
+    chunk INTEGER,
+    checksum TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS docs_live_doc_id ON docs(doc_id) WHERE deleted = 0;
 CREATE TABLE IF NOT EXISTS chunks (
@@ -46,9 +64,19 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+_WINDOWS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS windows (iid INTEGER PRIMARY KEY, doc_iid INTEGER NOT NULL, start_char INTEGER NOT NULL, "
+    "end_char INTEGER NOT NULL, checksum TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS windows_doc ON windows(doc_iid)",
+)
+# window rows of the live documents / of the documents that have windows
+_LIVE_WINDOWS = "SELECT w.iid FROM windows w JOIN docs d ON d.iid = w.doc_iid WHERE d.deleted = 0"
+_UNSPLIT = "NOT EXISTS (SELECT 1 FROM windows w WHERE w.doc_iid = docs.iid)"
 _BATCH = 500  # ids per `IN (...)` query, below SQLite's variable limit
 _KEY_RE = re.compile(r"^[^\"\\]+$")
-_CMP = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_ORDER = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_NUMBER_TYPES = "('integer', 'real')"
+_MAX_FLOAT_INT = int(sys.float_info.max)
 
 
 @dataclass(frozen=True)
@@ -66,6 +94,40 @@ class DocRow:
 
 
 @dataclass(frozen=True)
+class FieldChange:
+    """New title and metadata of a live document whose text is unchanged (an update without re-encoding)."""
+
+    doc_id: str
+    title: str | None
+    metadata: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class WindowRow:
+    """One window of a long document: its own internal id (its row in the vector structures), the
+    document's internal id and the character span `text[start:end]` of the document it covers."""
+
+    iid: int
+    doc_iid: int
+    start: int
+    end: int
+
+
+class StoreAheadError(IndexCorruptError):
+    """The document store is more than one checkpoint ahead of the manifest just read (another process
+    checkpointed in between: read the manifest again)."""
+
+
+@dataclass(frozen=True)
+class StoreBinding:
+    """What `DocStore.binding` reads from the store's meta table."""
+
+    index_id: str | None
+    generation: int | None
+    first_chunk: int | None  # chunk files numbered from here on carry the index id in their metadata
+
+
+@dataclass(frozen=True)
 class ChunkInfo:
     """A registered vector chunk file (`dropped`: the file was folded into a compressed structure and removed)."""
 
@@ -78,6 +140,51 @@ class ChunkInfo:
     dropped: bool = False
 
 
+def _bad_number(value: Any, path: str) -> tuple[str, Any] | None:
+    """(field path, value) of the first NaN, infinite or beyond-float number in a JSON-like value."""
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        v, p = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            return p, v
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) > _MAX_FLOAT_INT:
+            return p, v
+        if isinstance(v, Mapping):
+            stack += [(x, f"{p}.{k}" if p else str(k)) for k, x in v.items()]
+        elif isinstance(v, (list, tuple)):
+            stack += [(x, f"{p}[{i}]") for i, x in enumerate(v)]
+    return None
+
+
+def encode_metadata(doc_id: str, metadata: Mapping[str, Any] | None) -> str | None:
+    """Metadata as stored (JSON text, None when empty). NaN, infinities and integers beyond float range
+    are refused (ValueError naming the document and field): SQLite could not compare them, so filters on
+    the field would silently go wrong."""
+    if not metadata:
+        return None
+    if (bad := _bad_number(metadata, "")) is not None:
+        field, value = bad
+        shown = "an integer beyond the float range" if isinstance(value, int) else repr(value)
+        raise ValueError(
+            f"metadata of document {doc_id!r}: field {field!r} is {shown}; NaN, Infinity and numbers beyond "
+            "the float range cannot be stored (filters could not compare them)"
+        )
+    try:
+        return json.dumps(metadata, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"metadata of document {doc_id!r} cannot be stored as JSON: {exc}") from None
+
+
+def row_checksum(iid: int, doc_id: str, text: str, title: str | None, metadata: str | None) -> str:
+    """sha256 of a stored document row (`metadata` as stored JSON text): `verify` recomputes it."""
+    return hashlib.sha256(json.dumps([int(iid), doc_id, text, title, metadata]).encode("ascii")).hexdigest()
+
+
+def window_checksum(iid: int, doc_iid: int, start: int, end: int) -> str:
+    """sha256 of a stored window row: `verify_rows` recomputes it."""
+    return hashlib.sha256(json.dumps(["window", int(iid), int(doc_iid), int(start), int(end)]).encode("ascii")).hexdigest()
+
+
 def _json_path(key: str) -> str:
     parts = key.split(".")
     if not key or not all(p and _KEY_RE.match(p) for p in parts):
@@ -85,10 +192,92 @@ def _json_path(key: str) -> str:
     return "$" + "".join(f'."{p}"' for p in parts)
 
 
-def _sql_value(value: Any) -> Any:
-    if isinstance(value, (str, int, float)) or value is None:
+def _filter_value(key: str, value: Any) -> Any:
+    """A filter value as SQLite gets it: str, bool, None or a finite number (ints beyond int64 as floats)."""
+    if value is None or isinstance(value, (str, bool)):
         return value
-    raise ValueError(f"filter values must be str, int, float, bool or None, got {type(value).__name__}")
+    if isinstance(value, int):
+        if -(2**63) <= value < 2**63:
+            return value
+        try:
+            return float(value)
+        except OverflowError:
+            raise ValueError(f"filter value for field {key!r} is too large to compare: {value}") from None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"filter value for field {key!r} must be a finite number, got {value!r}")
+        return value
+    raise ValueError(f"filter values must be str, int, float, bool or None, got {type(value).__name__} for field {key!r}")
+
+
+Sql = tuple[str, list[Any]]  # an SQL expression and the values of its `?` placeholders, in order
+
+
+def _typed_eq(typ: Sql, val: Sql, value: Any) -> Sql:
+    """SQL that is 1 exactly when a JSON value (its `json_type` `typ`, never NULL; its SQL value `val`)
+    equals `value` with a like type, else 0 (never NULL). None matches null or absent."""
+    (t, tp), (v, vp) = typ, val
+    if value is None:
+        return f"{t} IN ('', 'null')", [*tp]
+    if isinstance(value, bool):
+        return f"{t} = '{'true' if value else 'false'}'", [*tp]
+    types = "('text')" if isinstance(value, str) else _NUMBER_TYPES
+    return f"({t} IN {types} AND {v} = ?)", [*tp, *vp, value]
+
+
+def _typed_in(typ: Sql, val: Sql, values: Sequence[Any]) -> Sql:
+    """`_typed_eq` for membership in `values` (one `IN` per type)."""
+    (t, tp), (v, vp) = typ, val
+    numbers = [x for x in values if isinstance(x, (int, float)) and not isinstance(x, bool)]
+    texts = [x for x in values if isinstance(x, str)]
+    parts: list[str] = []
+    params: list[Any] = []
+    for group, types in ((numbers, _NUMBER_TYPES), (texts, "('text')")):
+        if group:
+            parts.append(f"({t} IN {types} AND {v} IN ({','.join('?' * len(group))}))")
+            params += [*tp, *vp, *group]
+    for x in dict.fromkeys(x for x in values if x is None or isinstance(x, bool)):
+        sql, ps = _typed_eq(typ, val, x)
+        parts.append(sql)
+        params += ps
+    return "(" + " OR ".join(parts) + ")", params
+
+
+def _field_clause(key: str, ops: Mapping[str, Any]) -> Sql:
+    """SQL condition (and its parameters, in order) of the operators on one metadata field."""
+    path = _json_path(key)
+    typ: Sql = ("coalesce(json_type(metadata, ?), '')", [path])
+    val: Sql = ("json_extract(metadata, ?)", [path])
+    clauses: list[str] = []
+    params: list[Any] = []
+    for op, raw in ops.items():
+        if op in ("$eq", "$ne"):
+            sql, ps = _typed_eq(typ, val, _filter_value(key, raw))
+            sql = f"NOT ({sql})" if op == "$ne" else sql
+        elif op in _ORDER:
+            value = _filter_value(key, raw)
+            if value is None or isinstance(value, bool):
+                raise ValueError(f"{op} for field {key!r} needs a number or a string, got {raw!r} (only those are ordered)")
+            types = "('text')" if isinstance(value, str) else _NUMBER_TYPES
+            sql, ps = f"({typ[0]} IN {types} AND {val[0]} {_ORDER[op]} ?)", [path, path, value]
+        elif op in ("$in", "$nin"):
+            if not isinstance(raw, (list, tuple)):
+                raise ValueError(f"{op} for field {key!r} needs a list")
+            if not raw:
+                sql, ps = ("0" if op == "$in" else "1"), []
+            else:
+                sql, ps = _typed_in(typ, val, [_filter_value(key, v) for v in raw])
+                sql = f"NOT ({sql})" if op == "$nin" else sql
+        elif op == "$exists":
+            sql, ps = f"json_type(metadata, ?) IS {'NOT ' if raw else ''}NULL", [path]
+        elif op == "$contains":
+            inner, ips = _typed_eq(("je.type", []), ("je.value", []), _filter_value(key, raw))
+            sql, ps = f"EXISTS (SELECT 1 FROM json_each(metadata, ?) AS je WHERE {inner})", [path, *ips]
+        else:
+            raise ValueError(f"unknown filter operator {op!r} for field {key!r}")
+        clauses.append(sql)
+        params += ps
+    return " AND ".join(clauses), params
 
 
 def compile_filter(flt: Mapping[str, Any]) -> tuple[str, list[Any]]:
@@ -97,6 +286,12 @@ def compile_filter(flt: Mapping[str, Any]) -> tuple[str, list[Any]]:
     `{"lang": "en"}` equality, `{"lang": ["en", "de"]}` membership, `{"year": {"$gte": 2020, "$lt": 2024}}`
     comparisons ($eq $ne $gt $gte $lt $lte $in $nin $exists $contains), `{"$or": [{...}, {...}]}`,
     `{"$and": [...]}`; nested fields with dots (`"source.name"`). Top-level keys are ANDed.
+
+    Values compare only like with like: numbers with numbers (1 equals 1.0), strings with strings, booleans
+    with booleans. So the string "1990" never matches `{"$gte": 2019}`, `"1"` is not `1`, `true` is not `1`,
+    and a boolean never matches an order comparison ($gt $gte $lt $lte need a number or a string value).
+    `None` (`$eq`/`$in`) matches a JSON null or an absent field; `$ne`/`$nin` match every document the
+    equality does not (absent fields included). NaN and infinite filter values are rejected.
     """
     if not isinstance(flt, Mapping):
         raise ValueError(f"a filter must be a dict, got {type(flt).__name__}")
@@ -110,40 +305,12 @@ def compile_filter(flt: Mapping[str, Any]) -> tuple[str, list[Any]]:
             clauses.append("(" + f" {key[1:].upper()} ".join(f"({s})" for s, _ in subs) + ")")
             params += [p for _, ps in subs for p in ps]
             continue
-        path = _json_path(key)
-        expr = "json_extract(metadata, ?)"
         ops = cond if isinstance(cond, Mapping) else ({"$in": cond} if isinstance(cond, (list, tuple)) else {"$eq": cond})
         if not ops:
             raise ValueError(f"empty condition for field {key!r}")
-        for op, val in ops.items():
-            if op in ("$eq", "$ne") and val is None:
-                clauses.append(f"{expr} IS {'NOT ' if op == '$ne' else ''}NULL")
-                params.append(path)
-            elif op in _CMP:
-                sql = f"{expr} {_CMP[op]} ?"
-                clauses.append(f"({expr} IS NULL OR {sql})" if op == "$ne" else sql)
-                params += [path, path, _sql_value(val)] if op == "$ne" else [path, _sql_value(val)]
-            elif op in ("$in", "$nin"):
-                if not isinstance(val, (list, tuple)):
-                    raise ValueError(f"{op} for field {key!r} needs a list")
-                if not val:
-                    clauses.append("0" if op == "$in" else "1")
-                    continue
-                marks = ",".join("?" * len(val))
-                if op == "$in":
-                    clauses.append(f"{expr} IN ({marks})")
-                    params += [path, *map(_sql_value, val)]
-                else:
-                    clauses.append(f"({expr} IS NULL OR {expr} NOT IN ({marks}))")
-                    params += [path, path, *map(_sql_value, val)]
-            elif op == "$exists":
-                clauses.append(f"json_type(metadata, ?) IS {'NOT ' if val else ''}NULL")
-                params.append(path)
-            elif op == "$contains":
-                clauses.append("EXISTS (SELECT 1 FROM json_each(metadata, ?) WHERE json_each.value = ?)")
-                params += [path, _sql_value(val)]
-            else:
-                raise ValueError(f"unknown filter operator {op!r} for field {key!r}")
+        sql, ps = _field_clause(key, ops)
+        clauses.append(sql)
+        params += ps
     return (" AND ".join(clauses) or "1"), params
 
 
@@ -161,9 +328,36 @@ class DocStore:
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=FULL")
                 self._conn.executescript(_SCHEMA)
+            self._has_checksums = self._checksum_column()
+            self._has_windows = self._windows_table()
             self._conn.execute("SELECT count(*) FROM docs").fetchone()
         except sqlite3.DatabaseError as exc:
             raise IndexCorruptError(f"document store {self.path.name!r} is corrupt or unreadable: {exc}") from exc
+
+    def _checksum_column(self) -> bool:
+        return "checksum" in {r[1] for r in self._query("PRAGMA table_info(docs)")}
+
+    def _windows_table(self) -> bool:
+        return bool(self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'windows'"))
+
+    def has_windows(self) -> bool:
+        """Whether the store has the windows table (a writer of another process may have added it since)."""
+        if not self._has_windows:
+            self._has_windows = self._windows_table()
+        return self._has_windows
+
+    def migrate(self) -> None:
+        """Writer: bring a store of an older version up to date (add the row checksum column, rows written
+        before get theirs from `fill_checksums`; add the windows table). An empty store is marked as fully
+        checksummed. Opening never migrates: a read does not change the index."""
+        with self.transaction() as conn:
+            if not self._checksum_column():
+                conn.execute("ALTER TABLE docs ADD COLUMN checksum TEXT")
+            for sql in _WINDOWS_SCHEMA:
+                conn.execute(sql)
+            if self._meta_value("row_checksums") is None and not conn.execute("SELECT 1 FROM docs LIMIT 1").fetchone():
+                conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('row_checksums', 1)")
+        self._has_checksums = self._has_windows = True
 
     # ----------------------------------------------------------------- plumbing
     def close(self) -> None:
@@ -181,6 +375,17 @@ class DocStore:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction: every read inside sees the store as of its first read (WAL snapshot), whatever
+        other processes commit meanwhile, so the chunk registry and the live rows read for one load agree."""
+        with self._lock:
+            self._conn.execute("BEGIN DEFERRED")
+            try:
+                yield
+            finally:
+                self._conn.execute("COMMIT")
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         with self._lock:
@@ -207,17 +412,30 @@ class DocStore:
         """SQLite's `PRAGMA data_version`: changes when another connection (another process) commits."""
         return int(self._query("PRAGMA data_version")[0][0])
 
+    def _meta_value(self, key: str) -> Any:
+        row = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return row[0][0] if row else None
+
     def counters(self) -> tuple[int, int]:
         """(next internal id, next chunk number): never reused, even after compaction."""
         meta = dict(self._query("SELECT key, value FROM meta"))
         return int(meta.get("next_iid", 0)), int(meta.get("next_chunk", 0))
 
     # ----------------------------------------------------------------- writes
-    def commit(self, rows: Sequence[DocRow], chunk: ChunkInfo | None = None, replace: bool = False) -> list[int]:
-        """Insert `rows` (and register `chunk`) in one transaction. With `replace`, live rows with the same
-        doc_id are tombstoned first; their iids are returned. Without it a live duplicate raises."""
+    def commit(self, rows: Sequence[DocRow], chunk: ChunkInfo | None = None, replace: bool = False,
+               windows: Sequence[WindowRow] = (), fields: Sequence[FieldChange] = ()) -> list[int]:  # fmt: skip
+        """Insert `rows` and their `windows` (and register `chunk`) in one transaction. With `replace`, live
+        rows with the same doc_id are tombstoned first; their (document) iids are returned. Without it a live
+        duplicate raises. `fields`: title/metadata changes of other live documents (an update that needs no
+        re-encoding), committed in the same transaction, so an update batch is applied whole or not at all."""
         replaced: list[int] = []
+        stored = [encode_metadata(r.doc_id, r.metadata) for r in rows]
+        changes = [(c.doc_id, c.title, encode_metadata(c.doc_id, c.metadata)) for c in fields]
+        if not (self._has_checksums and self._has_windows):
+            self.migrate()
         with self.transaction() as conn:
+            for doc_id, title, metadata in changes:
+                self._set_fields(conn, doc_id, title, metadata)
             next_iid, next_chunk = self.counters()
             if chunk is not None:
                 conn.execute(
@@ -226,17 +444,20 @@ class DocStore:
                 )
                 next_chunk = max(next_chunk, chunk.seq + 1)
             if replace and rows:
-                replaced = [r[0] for r in self._in_batches("SELECT iid FROM docs WHERE deleted = 0 AND doc_id IN ({marks})", [r.doc_id for r in rows])]
+                live = "SELECT iid FROM docs WHERE deleted = 0 AND doc_id IN ({marks})"
+                replaced = [r[0] for r in self._in_batches(live, [r.doc_id for r in rows])]
                 conn.executemany("UPDATE docs SET deleted = 1 WHERE iid = ?", [(i,) for i in replaced])
             conn.executemany(
-                "INSERT INTO docs (iid, doc_id, text, title, metadata, deleted, chunk) VALUES (?,?,?,?,?,0,?)",
-                [
-                    (r.iid, r.doc_id, r.text, r.title, json.dumps(r.metadata) if r.metadata else None, chunk.seq if chunk else None)
-                    for r in rows
-                ],
+                "INSERT INTO docs (iid, doc_id, text, title, metadata, deleted, chunk, checksum) VALUES (?,?,?,?,?,0,?,?)",
+                [(r.iid, r.doc_id, r.text, r.title, m, chunk.seq if chunk else None, row_checksum(r.iid, r.doc_id, r.text, r.title, m))
+                 for r, m in zip(rows, stored)],
+            )  # fmt: skip
+            conn.executemany(
+                "INSERT INTO windows (iid, doc_iid, start_char, end_char, checksum) VALUES (?,?,?,?,?)",
+                [(w.iid, w.doc_iid, w.start, w.end, window_checksum(w.iid, w.doc_iid, w.start, w.end)) for w in windows],
             )
-            if rows:
-                next_iid = max(next_iid, max(r.iid for r in rows) + 1)
+            if rows or windows:
+                next_iid = max(next_iid, max([r.iid for r in rows] + [w.iid for w in windows]) + 1)
             conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [("next_iid", next_iid), ("next_chunk", next_chunk)])
         return replaced
 
@@ -245,11 +466,17 @@ class DocStore:
         return self.commit(rows, chunk, replace=True)
 
     def set_fields(self, doc_id: str, title: str | None, metadata: dict | None) -> None:
-        """Change title/metadata of a live document in place (no re-encoding needed for metadata)."""
-        with self.transaction() as conn:
+        """Change title/metadata of a live document in place (no re-encoding needed for metadata); one
+        transaction. `commit(..., fields=...)` does it together with a batch of new rows."""
+        self.commit([], fields=[FieldChange(doc_id, title, metadata)])
+
+    @staticmethod
+    def _set_fields(conn: sqlite3.Connection, doc_id: str, title: str | None, stored: str | None) -> None:
+        """Inside a transaction: new title and stored metadata JSON (and row checksum) of a live document."""
+        for iid, text in conn.execute("SELECT iid, text FROM docs WHERE doc_id = ? AND deleted = 0", (doc_id,)).fetchall():
             conn.execute(
-                "UPDATE docs SET title = ?, metadata = ? WHERE doc_id = ? AND deleted = 0",
-                (title, json.dumps(metadata) if metadata else None, doc_id),
+                "UPDATE docs SET title = ?, metadata = ?, checksum = ? WHERE iid = ?",
+                (title, stored, row_checksum(iid, doc_id, text, title, stored), iid),
             )
 
     def delete(self, doc_ids: Sequence[str]) -> list[int]:
@@ -274,14 +501,20 @@ class DocStore:
             )
             conn.executemany("UPDATE docs SET chunk = ? WHERE iid = ?", [(int(s), int(i)) for i, s in assignment.items()])
             if purge:
-                conn.execute("DELETE FROM docs WHERE deleted = 1")
+                self._purge(conn)
             if new_chunks:
                 nxt = max(self.counters()[1], max(c.seq for c in new_chunks) + 1)
                 conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_chunk', ?)", (nxt,))
 
     def purge_deleted(self) -> int:
         with self.transaction() as conn:
-            return conn.execute("DELETE FROM docs WHERE deleted = 1").rowcount
+            return self._purge(conn)
+
+    def _purge(self, conn: sqlite3.Connection) -> int:
+        """Delete tombstoned documents and their windows for good (inside a transaction); returns the documents."""
+        if self.has_windows():
+            conn.execute("DELETE FROM windows WHERE doc_iid IN (SELECT iid FROM docs WHERE deleted = 1)")
+        return conn.execute("DELETE FROM docs WHERE deleted = 1").rowcount
 
     # ----------------------------------------------------------------- reads
     @staticmethod
@@ -323,6 +556,59 @@ class DocStore:
         arr = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
         return arr[:, 0].copy(), arr[:, 1].copy()
 
+    # ----------------------------------------------------------------- windows: rows of the vector structures
+    def live_row_ids(self) -> np.ndarray:
+        """Sorted ids of the rows the vector structures hold for the live documents: a document's own iid
+        when it has no windows, else its window iids."""
+        if not self.has_windows():
+            return self.live_iids()[0]
+        rows = self._query(f"SELECT iid FROM docs WHERE deleted = 0 AND {_UNSPLIT} UNION ALL {_LIVE_WINDOWS} ORDER BY 1")
+        return np.asarray([r[0] for r in rows], dtype=np.int64)
+
+    def row_ids(self, doc_iids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Structure rows of documents (deleted ones included): their window iids, or their own iid for a
+        document without windows. Sorted."""
+        doc_iids = [int(i) for i in np.asarray(doc_iids, dtype=np.int64).reshape(-1)]
+        if not doc_iids or not self.has_windows():
+            return np.unique(np.asarray(doc_iids, dtype=np.int64))
+        found = self._in_batches("SELECT doc_iid, iid FROM windows WHERE doc_iid IN ({marks})", doc_iids)
+        split = {r[0] for r in found}
+        rows = [r[1] for r in found] + [i for i in doc_iids if i not in split]
+        return np.unique(np.asarray(rows, dtype=np.int64))
+
+    def window_map(self, after: int = -1) -> tuple[np.ndarray, np.ndarray]:
+        """(window iids sorted, their documents' iids) of the stored windows with an iid above `after` (the
+        search-time row -> document map; iids only grow, so a map is brought up to date with what is new)."""
+        if not self.has_windows():
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        rows = self._query("SELECT iid, doc_iid FROM windows WHERE iid > ? ORDER BY iid", (int(after),))
+        arr = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+        return arr[:, 0].copy(), arr[:, 1].copy()
+
+    def windows_by_iids(self, iids: Sequence[int]) -> dict[int, WindowRow]:
+        """Stored windows by their iid (iids that are not windows are left out)."""
+        if not self.has_windows() or not len(iids):
+            return {}
+        sql = "SELECT iid, doc_iid, start_char, end_char FROM windows WHERE iid IN ({marks})"
+        return {int(r[0]): WindowRow(*(int(v) for v in r)) for r in self._in_batches(sql, [int(i) for i in iids])}
+
+    def windows_of(self, doc_iids: Sequence[int]) -> dict[int, list[WindowRow]]:
+        """Windows of documents by document iid, in text order (documents without windows are left out)."""
+        if not self.has_windows() or not len(doc_iids):
+            return {}
+        out: dict[int, list[WindowRow]] = {}
+        sql = "SELECT iid, doc_iid, start_char, end_char FROM windows WHERE doc_iid IN ({marks}) ORDER BY doc_iid, iid"
+        for r in self._in_batches(sql, [int(i) for i in doc_iids]):
+            out.setdefault(int(r[1]), []).append(WindowRow(*(int(v) for v in r)))
+        return out
+
+    def window_counts(self) -> tuple[int, int]:
+        """(windows of the live documents, live documents that have windows)."""
+        if not self.has_windows():
+            return 0, 0
+        row = self._query("SELECT count(*), count(DISTINCT w.doc_iid) FROM windows w JOIN docs d ON d.iid = w.doc_iid WHERE d.deleted = 0")
+        return int(row[0][0]), int(row[0][1])
+
     def filter_iids(self, flt: Mapping[str, Any]) -> np.ndarray:
         """Sorted iids of the live documents that match a metadata filter (see `compile_filter`)."""
         where, params = compile_filter(flt)
@@ -338,4 +624,136 @@ class DocStore:
             + ("" if include_dropped else " WHERE dropped = 0")
             + " ORDER BY seq"
         )
-        return [ChunkInfo(int(r[0]), r[1], r[2], int(r[3]), int(r[4]), int(r[5]), bool(r[6])) for r in rows]
+        where = f"document store {self.path.name!r}"
+        return [ChunkInfo(int(r[0]), plain_file_name(r[1], where), r[2], int(r[3]), int(r[4]), int(r[5]), bool(r[6])) for r in rows]
+
+    # ----------------------------------------------------------------- binding to the manifest / integrity
+    def binding(self) -> StoreBinding:
+        """The index id and checkpoint generation this store was last bound to (None in stores of old indexes)."""
+        meta = dict(self._query("SELECT key, value FROM meta WHERE key IN ('index_id', 'generation', 'bound_chunk')"))
+        as_int = lambda v: None if v is None else int(v)  # noqa: E731
+        index_id = meta.get("index_id")
+        return StoreBinding(None if index_id is None else str(index_id), as_int(meta.get("generation")), as_int(meta.get("bound_chunk")))
+
+    def bind(self, index_id: str, generation: int) -> None:
+        """Record the index this store belongs to and the checkpoint generation it reaches. Written before the
+        manifest of that generation, so the store is at the manifest's generation or one ahead (a crash in
+        between). Chunks numbered from the first binding on carry the index id (`StoreBinding.first_chunk`)."""
+        self.migrate()
+        with self.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('bound_chunk', ?)", (self.counters()[1],))
+            conn.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [("index_id", str(index_id)), ("generation", int(generation))]
+            )
+
+    def check_binding(self, index_id: str | None, generation: int) -> StoreBinding:
+        """Raise `IndexCorruptError` naming the file when this store belongs to another index than the
+        manifest's or to another checkpoint generation (an older or newer copy swapped in). A manifest
+        without an index id (an index of an older version) is not checked."""
+        found = self.binding()
+        if index_id is None:
+            return found
+        name = self.path.name
+        if found.index_id != index_id:
+            raise IndexCorruptError(
+                f"index file {name!r} belongs to another index (index id {found.index_id}, manifest.json says {index_id}): "
+                "it was replaced or copied in from elsewhere"
+            )
+        if found.generation is None or not generation <= found.generation <= generation + 1:
+            error = StoreAheadError if found.generation is not None and found.generation > generation else IndexCorruptError
+            raise error(
+                f"index file {name!r} is at checkpoint generation {found.generation}, manifest.json at {generation}: "
+                "one of them was replaced by another copy of the index"
+            )
+        return found
+
+    def fill_checksums(self, batch_size: int = 2000) -> None:
+        """Checksum the rows written before row checksums existed (once, by a writer of an older index)."""
+        self.migrate()
+        if self._meta_value("row_checksums") is not None:
+            return
+        last = -1
+        sql = "SELECT iid, doc_id, text, title, metadata FROM docs WHERE iid > ? AND checksum IS NULL ORDER BY iid LIMIT ?"
+        while rows := self._query(sql, (last, batch_size)):
+            with self.transaction() as conn:
+                conn.executemany("UPDATE docs SET checksum = ? WHERE iid = ?", [(row_checksum(*r), r[0]) for r in rows])
+            last = rows[-1][0]
+        with self.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('row_checksums', 1)")
+
+    def verify_rows(self, batch_size: int = 2000) -> None:
+        """Recompute every row's checksum: `IndexCorruptError` names the first document whose stored text,
+        title, metadata or id changed outside this library (rows of old stores not checksummed yet are skipped)."""
+        if not self._has_checksums:
+            return
+        complete = self._meta_value("row_checksums") is not None
+        name, last = self.path.name, -1
+        sql = "SELECT iid, doc_id, text, title, metadata, checksum FROM docs WHERE iid > ? ORDER BY iid LIMIT ?"
+        while True:
+            try:
+                rows = self._query(sql, (last, batch_size))
+            except sqlite3.DatabaseError as exc:  # e.g. a text that is no longer valid UTF-8
+                raise IndexCorruptError(f"index file {name!r} is corrupt: {exc} (after internal id {last})") from exc
+            if not rows:
+                break
+            for iid, doc_id, text, title, metadata, checksum in rows:
+                if (checksum is not None or complete) and checksum != row_checksum(iid, doc_id, text, title, metadata):
+                    raise IndexCorruptError(
+                        f"index file {name!r} is corrupt: the stored row of document {doc_id!r} (internal id {iid}) "
+                        "does not match its checksum"
+                    )
+            last = rows[-1][0]
+        self._verify_windows(batch_size)
+
+    def _verify_windows(self, batch_size: int) -> None:
+        """Every window row matches its checksum and belongs to a stored document."""
+        if not self.has_windows():
+            return
+        name, last = self.path.name, -1
+        sql = ("SELECT w.iid, w.doc_iid, w.start_char, w.end_char, w.checksum, d.iid FROM windows w "
+               "LEFT JOIN docs d ON d.iid = w.doc_iid WHERE w.iid > ? ORDER BY w.iid LIMIT ?")  # fmt: skip
+        while rows := self._query(sql, (last, batch_size)):
+            for iid, doc_iid, start, end, checksum, doc in rows:
+                if checksum != window_checksum(iid, doc_iid, start, end) or doc is None or not 0 <= start < end:
+                    raise IndexCorruptError(
+                        f"index file {name!r} is corrupt: window {iid} of internal document {doc_iid} does not match "
+                        "its checksum or its document"
+                    )
+            last = rows[-1][0]
+
+    # ----------------------------------------------------------------- filter diagnostics
+    def missing_fields(self, flt: Mapping[str, Any]) -> list[str]:
+        """Fields a filter needs present (every operator but $exists: false, $ne, $nin and equality with None)
+        that no live document has: a filter on them can never match (usually a typo)."""
+        out: list[str] = []
+        for key in dict.fromkeys(_required_fields(flt)):
+            found = self._query("SELECT 1 FROM docs WHERE deleted = 0 AND json_type(metadata, ?) IS NOT NULL LIMIT 1", (_json_path(key),))
+            if not found:
+                out.append(key)
+        return out
+
+    def metadata_fields(self, limit: int = 30) -> list[str]:
+        """Sorted top-level metadata field names of the live documents (at most `limit`; a full scan)."""
+        rows = self._query(
+            "SELECT DISTINCT je.key FROM docs, json_each(docs.metadata) AS je "
+            "WHERE docs.deleted = 0 AND docs.metadata IS NOT NULL ORDER BY je.key LIMIT ?",
+            (int(limit),),
+        )
+        return [str(r[0]) for r in rows]
+
+
+def _required_fields(flt: Mapping[str, Any]) -> Iterator[str]:
+    """Field names of a (valid) filter whose conditions only documents having the field can meet."""
+    for key, cond in flt.items():
+        if key in ("$and", "$or"):
+            for sub in cond:
+                yield from _required_fields(sub)
+            continue
+        ops = cond if isinstance(cond, Mapping) else ({"$in": cond} if isinstance(cond, (list, tuple)) else {"$eq": cond})
+        for op, value in ops.items():
+            if op in ("$ne", "$nin") or (op == "$exists" and not value) or (op == "$eq" and value is None):
+                continue
+            if op == "$in" and (not value or any(v is None for v in value)):
+                continue
+            yield key
+            break

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["IndexStoreError", "IndexCorruptError", "IndexManifestError", "IndexMismatchError", "IndexStateError"]
+__all__ = [
+    "IndexStoreError", "IndexCorruptError", "IndexManifestError", "IndexMismatchError", "IndexStateError", "FilterFieldError",
+]  # fmt: skip
 
 
 class IndexStoreError(Exception):
@@ -23,3 +25,17 @@ class IndexMismatchError(IndexStoreError):
 
 class IndexStateError(IndexStoreError):
     """The operation is not possible in the index's current state (e.g. searching an untrained IVF-PQ index)."""
+
+
+class FilterFieldError(ValueError):
+    """A metadata filter matched nothing because a field it needs is in no live document (a typo, usually).
+    `fields`: the missing field names; `present`: (some of) the top-level fields the documents do have."""
+
+    def __init__(self, fields: list[str], present: list[str]) -> None:
+        self.fields, self.present = list(fields), list(present)
+        names = ", ".join(repr(f) for f in self.fields)
+        verb = "is" if len(self.fields) == 1 else "are"
+        super().__init__(
+            f"filter field{'s' if len(self.fields) > 1 else ''} {names} {verb} in no document; "
+            f"fields present: {', '.join(self.present) or 'none'}"
+        )

@@ -5,24 +5,33 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import uuid
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import IndexManifestError, IndexMismatchError
-from .storage import FileRecord, atomic_write_text
+from .errors import IndexCorruptError, IndexManifestError, IndexMismatchError
+from .storage import FileRecord, atomic_write_text, plain_file_name
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "KINDS", "INDEX_TYPES", "IndexManifest", "utc_now"]
+__all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "KINDS", "INDEX_TYPES", "IndexManifest", "new_index_id", "utc_now"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: index_id (files bound to the manifest), model_fingerprint, long documents as windows (params["window"],
+# the `windows` table of docs.sqlite); version 1 folders still open
 MANIFEST_NAME = "manifest.json"
 KINDS = ("dense", "colbert")
 INDEX_TYPES = {"dense": ("flat", "hnsw", "ivfpq"), "colbert": ("flat", "plaid")}
 QUANTIZATIONS = (None, "int8", "binary")
 STATES = ("building", "ready")
+_INDEX_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def new_index_id() -> str:
+    """A fresh index id (uuid4, with dashes: never read back as a number by SQLite)."""
+    return str(uuid.uuid4())
 
 
 def utc_now() -> str:
@@ -32,13 +41,18 @@ def utc_now() -> str:
 @dataclass
 class IndexManifest:
     """Description of an index folder. `files` holds the sha256/size of every structure file;
-    `generation` numbers the structure files currently in use (bumped at each checkpoint)."""
+    `generation` numbers the structure files currently in use (bumped at each checkpoint). `index_id`
+    (a uuid made once, None in folders of format 1 until their next write) is also recorded in docs.sqlite
+    and in every chunk file, so a file of another index swapped in is refused. `model_fingerprint`
+    identifies the model weights the vectors came from (when the model gives one)."""
 
     kind: str
     index_type: str
     model_id: str
     dim: int
     model_revision: str | None = None
+    model_fingerprint: str | None = None
+    index_id: str | None = None
     metric: str = "ip"
     quantization: str | None = None
     n_documents: int = 0
@@ -71,8 +85,11 @@ class IndexManifest:
             raise bad("index_type", f"must be one of {INDEX_TYPES[self.kind]} for kind {self.kind!r}")
         if not isinstance(self.model_id, str) or not self.model_id:
             raise bad("model_id", "must be a non-empty string")
-        if self.model_revision is not None and not isinstance(self.model_revision, str):
-            raise bad("model_revision", "must be a string or null")
+        for name in ("model_revision", "model_fingerprint"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise bad(name, "must be a string or null")
+        if self.index_id is not None and (not isinstance(self.index_id, str) or not _INDEX_ID.match(self.index_id)):
+            raise bad("index_id", "must be a uuid string or null")
         if not isinstance(self.dim, int) or isinstance(self.dim, bool) or self.dim <= 0:
             raise bad("dim", "must be a positive int")
         if self.metric != "ip":
@@ -90,13 +107,11 @@ class IndexManifest:
         if not isinstance(self.files, dict):
             raise bad("files", "must be an object")
         for fname, rec in self.files.items():
-            if (
-                not isinstance(rec, dict)
-                or not isinstance(rec.get("sha256"), str)
-                or not isinstance(rec.get("bytes"), int)
-                or "/" in fname
-                or fname.startswith(".")
-            ):
+            try:
+                plain_file_name(fname, "manifest field 'files'")
+            except IndexCorruptError as exc:
+                raise IndexManifestError(str(exc)) from None
+            if not isinstance(rec, dict) or not isinstance(rec.get("sha256"), str) or not isinstance(rec.get("bytes"), int) or fname.startswith("."):
                 raise IndexManifestError(f"manifest field 'files' has an invalid entry for {fname!r}: {rec!r}")
         if self.state not in STATES:
             raise bad("state", f"must be one of {STATES}")
@@ -111,7 +126,7 @@ class IndexManifest:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "IndexManifest":
+    def from_dict(cls, data: Any) -> IndexManifest:
         if not isinstance(data, dict):
             raise IndexManifestError("manifest.json must hold a JSON object")
         known = {f.name for f in fields(cls)}
@@ -130,7 +145,7 @@ class IndexManifest:
         atomic_write_text(Path(directory) / MANIFEST_NAME, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
-    def load(cls, directory: str | Path) -> "IndexManifest":
+    def load(cls, directory: str | Path) -> IndexManifest:
         path = Path(directory) / MANIFEST_NAME
         if not path.is_file():
             raise FileNotFoundError(f"no {MANIFEST_NAME} in {directory}: not an index folder")
@@ -158,6 +173,12 @@ class IndexManifest:
             )
         if dim != self.dim:
             raise IndexMismatchError(f"index dim is {self.dim} but model {model_id!r} gives dim {dim}")
+        fingerprint = getattr(model, "fingerprint", None)
+        if self.model_fingerprint and fingerprint and fingerprint != self.model_fingerprint:
+            raise IndexMismatchError(
+                f"index was built with different weights of {self.model_id} (fingerprint {self.model_fingerprint} != "
+                f"{fingerprint}); re-index or pass the original model"
+            )
         revision = getattr(model, "revision", None)
         if self.model_revision and revision and revision != self.model_revision:
             logger.warning(

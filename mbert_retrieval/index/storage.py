@@ -11,13 +11,16 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import struct
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from .errors import IndexCorruptError, IndexStateError
 
@@ -30,9 +33,13 @@ __all__ = [
     "verify_file",
     "save_arrays",
     "load_arrays",
+    "read_metadata",
     "save_faiss",
     "load_faiss",
     "writer_lock",
+    "read_lease",
+    "readers_active",
+    "plain_file_name",
     "remove_quietly",
 ]
 
@@ -55,7 +62,7 @@ class FileRecord:
         return {"sha256": self.sha256, "bytes": self.bytes}
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "FileRecord":
+    def from_dict(cls, data: Mapping) -> FileRecord:
         return cls(sha256=str(data["sha256"]), bytes=int(data["bytes"]))
 
 
@@ -72,7 +79,7 @@ def _fsync_dir(directory: Path) -> None:
 def atomic_write_bytes(path: str | Path, data: bytes | bytearray | memoryview | np.ndarray) -> FileRecord:
     """Write `data` to `path` atomically (temp file in the same folder, fsync, os.replace)."""
     path = Path(path)
-    view = memoryview(np.ascontiguousarray(data)).cast("B") if isinstance(data, np.ndarray) else memoryview(data)
+    view = np.ascontiguousarray(data).data.cast("B") if isinstance(data, np.ndarray) else memoryview(data)
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}")
     try:
         with open(tmp, "wb") as f:
@@ -132,6 +139,15 @@ def _read_header(path: Path) -> tuple[dict, int]:
     return header, 8 + n
 
 
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata (`__metadata__`) of a safetensors file (header only: cheap)."""
+    path = Path(path)
+    meta = _read_header(path)[0].get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise IndexCorruptError(f"index file {path.name!r} has an invalid metadata header")
+    return {str(k): str(v) for k, v in meta.items()}
+
+
 def load_arrays(path: str | Path, names: list[str] | None = None, mmap: bool = False) -> dict[str, np.ndarray]:
     """Load arrays from a safetensors file; `mmap=True` maps them read-only instead of reading them."""
     path = Path(path)
@@ -185,21 +201,96 @@ def load_faiss(path: str | Path, binary: bool = False):
 
 @contextlib.contextmanager
 def writer_lock(directory: str | Path) -> Iterator[None]:
-    """Exclusive, non-blocking writer lock on `directory/.lock` (one writer per index at a time)."""
-    path = Path(directory) / ".lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    """Exclusive, non-blocking writer lock on `directory/.lock` (one writer per index at a time; `filelock`,
+    so it works on every platform). Raises `IndexStateError` when another process (or another `Index`
+    object of this one) holds it."""
+    lock = FileLock(str(Path(directory) / ".lock"), timeout=0)
     try:
-        try:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # pragma: no cover - non-posix
-            pass
-        except BlockingIOError as exc:
-            raise IndexStateError(f"another process is writing to the index at {directory}") from exc
+        lock.acquire()
+    except Timeout as exc:
+        raise IndexStateError(f"another process is writing to the index at {directory}") from exc
+    try:
         yield
     finally:
-        os.close(fd)  # closing the descriptor releases the flock
+        lock.release()
+
+
+LEASE_DIR = ".readers"
+LEASE_STALE_SECONDS = 3600.0  # a lease this old is left over (its reader died on another host, or hung)
+
+
+@contextlib.contextmanager
+def read_lease(directory: str | Path) -> Iterator[None]:
+    """Held by a reader while it loads a snapshot of the index (manifest, then the files it lists): a lease
+    file `directory/.readers/<host>-<pid>-<random>.lease`. Writers delete no file while a live lease exists
+    (`readers_active`), so a reader never finds the files of the generation it read removed under it.
+    Readers never take the writer lock. A folder the reader may not write to gets no lease (the reader then
+    relies on retrying from a fresh manifest)."""
+    lease: Path | None = None
+    try:
+        path = Path(directory) / LEASE_DIR / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.lease"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(f"{time.time()}\n")
+        lease = path
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        if lease is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(lease)
+
+
+def readers_active(directory: str | Path) -> bool:
+    """Whether a reader holds a live lease on `directory` (`read_lease`). Stale leases (their process is
+    gone, on this host; or older than `LEASE_STALE_SECONDS`) are removed."""
+    folder = Path(directory) / LEASE_DIR
+    try:
+        leases = list(folder.iterdir())
+    except OSError:
+        return False
+    host, active = socket.gethostname(), False
+    for lease in leases:
+        parts = lease.name[: -len(".lease")].rsplit("-", 2) if lease.name.endswith(".lease") else []
+        try:
+            age = time.time() - lease.stat().st_mtime
+        except OSError:
+            continue  # released meanwhile
+        dead = len(parts) == 3 and parts[0] == host and parts[1].isdigit() and not _process_alive(int(parts[1]))
+        if dead or age > LEASE_STALE_SECONDS or len(parts) != 3:
+            with contextlib.suppress(OSError):
+                os.unlink(lease)
+        else:
+            active = True
+    return active
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process `pid` exists (POSIX; elsewhere assumed alive: the lease ages out instead)."""
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def plain_file_name(name: object, source: str) -> str:
+    """`name` when it is a plain file name (no folder part, not `.`/`..`, not absolute, no drive); else
+    `IndexCorruptError` naming `source`. Names read from index files are joined to the index folder only
+    after this check, so a damaged or forged file can never make the index read or delete outside it."""
+    if (
+        not isinstance(name, str)
+        or name in ("", ".", "..")
+        or any(c in name for c in "/\\:\0")
+        or Path(name).is_absolute()
+    ):
+        raise IndexCorruptError(f"{source} names the file {name!r}, which is not a plain file name inside the index folder")
+    return name
 
 
 def remove_quietly(path: str | Path) -> None:

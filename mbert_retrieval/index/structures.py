@@ -1,31 +1,136 @@
-"""Factories shared by the `Index` facade: structure configs/instances per (kind, index_type) and
-validation of documents, encoder outputs and queries."""
+"""Factories shared by the `Index` facade: structure configs/instances per (kind, index_type), validation of
+index settings (names, types, bounds: before anything is written), documents, encoder outputs and queries."""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import math
+import typing
 from typing import Any, Mapping
 
 import numpy as np
 
 from .dense import DenseConfig, DenseIndex
-from .exact import ExactTokenIndex
-from .plaid import PlaidConfig, PlaidIndex
 from .vectors import VectorStore
 
-__all__ = ["make_config", "make_structure", "doc_row", "flatten_vectors", "query_vectors"]
+__all__ = ["SettingError", "config_class", "make_config", "make_structure", "check_settings", "check_search_params",
+           "setting_names", "doc_row", "flatten_vectors", "query_vectors"]
+
+# Settings of the config dataclasses that are not `-p` settings (they have their own arguments).
+_NOT_SETTINGS = ("index_type", "quantization")
+# Integer settings that may be 0 (every other integer setting must be >= 1).
+_ZERO_OK = {"seed", "exact_filter_threshold", "min_train_points"}
+# Per-query search settings of each structure (the rest are build settings).
+_SEARCH_SETTINGS = {
+    ("dense", "flat"): ("nprobe", "ef_search", "rerank", "rerank_factor", "exact_filter_threshold"),
+    ("colbert", "plaid"): ("nprobe", "ncandidates", "ndocs", "centroid_score_threshold", "rerank", "rerank_factor"),
+    ("colbert", "flat"): (),
+}
 
 
-def make_config(kind: str, index_type: str, quantization: str | None, params: Mapping[str, Any]) -> DenseConfig | PlaidConfig | None:
-    """Config dataclass of a structure; unknown parameters raise TypeError."""
+class SettingError(TypeError, ValueError):
+    """A bad index setting: unknown name or wrong type/value. `setting` is its name, `reason` what is wrong;
+    str() is "name: reason". A TypeError for unknown names (as an unexpected keyword would be) and a
+    ValueError for bad values, so callers may catch either."""
+
+    def __init__(self, setting: str, reason: str) -> None:
+        super().__init__(f"{setting}: {reason}")
+        self.setting, self.reason = setting, reason
+
+
+def config_class(kind: str, index_type: str) -> type | None:
+    """DenseConfig, PlaidConfig, or None (ColBERT flat takes no settings)."""
+    if kind == "dense":
+        return DenseConfig
+    if index_type == "plaid":
+        from .plaid import PlaidConfig  # imports torch (MaxSim): only for ColBERT indexes
+
+        return PlaidConfig
+    return None
+
+
+def setting_names(kind: str, index_type: str, search: bool = False) -> tuple[str, ...]:
+    """The `params` an index of this kind/type takes at build time (or, with `search`, per query)."""
+    if search:
+        return _SEARCH_SETTINGS.get((kind, "flat" if kind == "dense" else index_type), ())
+    cls = config_class(kind, index_type)
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in _NOT_SETTINGS) if cls else ()
+
+
+def _unknown(name: str, valid: tuple[str, ...]) -> SettingError:
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return SettingError(name, f"unknown setting; {hint}valid: {', '.join(sorted(valid)) or 'none'}")
+
+
+def _check_value(name: str, hint: Any, value: Any) -> None:
+    """`value` against the type annotation `hint` (int, float, bool, str, optionally `| None`)."""
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    if value is None:
+        if not optional:
+            raise SettingError(name, f"expected {_describe(base)}, got None")
+        return
+    if base is bool:
+        if not isinstance(value, bool):
+            raise SettingError(name, f"expected true or false, got {value!r}")
+    elif base is int:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise SettingError(name, f"expected an integer, got {value!r}")
+        low = 0 if name in _ZERO_OK else 1
+        if value < low:
+            raise SettingError(name, f"expected an integer >= {low}, got {value!r}")
+    elif base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise SettingError(name, f"expected a number, got {value!r}")
+        if not math.isfinite(float(value)):
+            raise SettingError(name, f"expected a finite number, got {value!r}")
+    elif base is str and not isinstance(value, str):
+        raise SettingError(name, f"expected a string, got {value!r}")
+
+
+def _describe(base: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(base, str(base))
+
+
+def check_settings(cls: type, params: Mapping[str, Any], allowed: tuple[str, ...] | None = None) -> None:
+    """Names and types of `params` against the fields of the config dataclass `cls` (or the subset `allowed`)."""
+    hints = typing.get_type_hints(cls)
+    valid = allowed if allowed is not None else tuple(f.name for f in dataclasses.fields(cls) if f.name not in _NOT_SETTINGS)
+    for name, value in params.items():
+        if name not in valid:
+            raise _unknown(name, valid)
+        _check_value(name, hints[name], value)
+
+
+def make_config(kind: str, index_type: str, quantization: str | None, params: Mapping[str, Any]) -> DenseConfig | Any | None:
+    """Config dataclass of a structure. Every setting is checked by name and type first (`SettingError`:
+    unknown names with a close-match hint and the valid names; wrong types; integers below 1), so a bad
+    value never reaches the manifest or FAISS."""
+    cls = config_class(kind, index_type)
+    if kind != "dense" and quantization is not None:
+        raise ValueError("quantization applies to dense indexes only (PLAID compresses residuals with nbits)")
+    if cls is None:
+        if params:
+            raise SettingError(sorted(params)[0], f"unknown setting; a {kind}/{index_type} index takes no settings")
+        return None
+    check_settings(cls, params)
     if kind == "dense":
         return DenseConfig(index_type=index_type, quantization=quantization, **params)
-    if quantization is not None:
-        raise ValueError("quantization applies to dense indexes only (PLAID compresses residuals with nbits)")
-    if index_type == "plaid":
-        return PlaidConfig(**params)
-    if params:
-        raise TypeError(f"colbert 'flat' index takes no parameters, got {sorted(params)}")
-    return None
+    return cls(**params)
+
+
+def check_search_params(kind: str, index_type: str, params: Mapping[str, Any]) -> None:
+    """Per-query search settings (nprobe, ef_search, ndocs, ...) by name and type: `SettingError`."""
+    if not params:
+        return
+    allowed = setting_names(kind, index_type, search=True)
+    cls = config_class(kind, index_type)
+    if cls is None:
+        raise SettingError(sorted(params)[0], f"unknown setting; a {kind}/{index_type} index takes no search settings")
+    check_settings(cls, params, allowed)
 
 
 def doc_row(doc: Mapping[str, Any]) -> tuple[str, str, str | None, dict | None]:
@@ -41,11 +146,15 @@ def doc_row(doc: Mapping[str, Any]) -> tuple[str, str, str | None, dict | None]:
 
 def make_structure(kind: str, index_type: str, quantization: str | None, dim: int, params: Mapping[str, Any], store: VectorStore) -> Any:
     """The search structure of an index: DenseIndex, PlaidIndex or ExactTokenIndex."""
-    config = make_config(kind, index_type, quantization, params)
+    config: Any = make_config(kind, index_type, quantization, params)
     if kind == "dense":
         return DenseIndex(dim, config, store)
     if index_type == "plaid":
+        from .plaid import PlaidIndex
+
         return PlaidIndex(dim, config, store)
+    from .exact import ExactTokenIndex  # imports torch
+
     return ExactTokenIndex(dim, store)
 
 

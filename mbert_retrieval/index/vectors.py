@@ -16,7 +16,7 @@ import numpy as np
 
 from .docstore import ChunkInfo
 from .errors import IndexCorruptError
-from .storage import FileRecord, load_arrays, save_arrays, verify_file
+from .storage import FileRecord, load_arrays, read_metadata, save_arrays, verify_file
 
 __all__ = ["VectorStore", "ChunkData", "take_docs"]
 
@@ -48,11 +48,13 @@ def take_docs(vectors: np.ndarray, offsets: np.ndarray | None, rows: np.ndarray)
 class VectorStore:
     """Registry of loaded chunk files with an iid -> (chunk, row) lookup."""
 
-    def __init__(self, directory: str | Path, kind: str, dim: int) -> None:
+    def __init__(self, directory: str | Path, kind: str, dim: int, index_id: str | None = None, first_bound_chunk: int | None = None) -> None:
         self.dir = Path(directory) / CHUNK_DIR
         self.dir.mkdir(parents=True, exist_ok=True)
         self.kind = kind
         self.dim = dim
+        self.index_id = index_id  # written into new chunk files, checked on register
+        self.first_bound_chunk = first_bound_chunk  # chunks numbered from here on must carry the index id
         self._chunks: dict[int, ChunkData] = {}
         self._lookup: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
@@ -75,14 +77,18 @@ class VectorStore:
         elif len(vectors) != len(iids):
             raise ValueError(f"{len(iids)} ids for {len(vectors)} vectors")
         name = self.chunk_name(seq)
-        rec = save_arrays(self.dir / name, arrays, metadata={"kind": self.kind})
+        metadata = {"kind": self.kind, "seq": str(seq), **({"index_id": self.index_id} if self.index_id else {})}
+        rec = save_arrays(self.dir / name, arrays, metadata=metadata)
         return ChunkInfo(seq, name, rec.sha256, rec.bytes, len(iids), len(vectors))
 
     def verify(self, info: ChunkInfo, check_hash: bool = True) -> None:
         verify_file(self.dir / info.name, FileRecord(info.sha256, info.bytes), check_hash=check_hash)
 
     def register(self, info: ChunkInfo) -> None:
-        """Map a committed chunk file (vectors memory-mapped, ids/offsets in memory)."""
+        """Map a committed chunk file (vectors memory-mapped, ids/offsets in memory) after checking that it is
+        the file the registry means: the index id and chunk number in its metadata (a chunk file of another
+        index, or another chunk of this one, copied over it is refused)."""
+        self._check_origin(info)
         names = ["ids", "vectors"] + (["offsets"] if self.kind == "colbert" else [])
         arrays = load_arrays(self.dir / info.name, names=names, mmap=True)
         iids = np.array(arrays["ids"], dtype=np.int64)
@@ -92,6 +98,17 @@ class VectorStore:
             raise IndexCorruptError(f"chunk file {info.name!r} does not match its registry entry")
         self._chunks[info.seq] = ChunkData(info.seq, iids, vectors, offsets)
         self._lookup = None
+
+    def _check_origin(self, info: ChunkInfo) -> None:
+        meta = read_metadata(self.dir / info.name)
+        found_id, found_seq = meta.get("index_id"), meta.get("seq")
+        required = self.index_id is not None and self.first_bound_chunk is not None and info.seq >= self.first_bound_chunk
+        if (found_id is not None and self.index_id is not None and found_id != self.index_id) or (found_id is None and required):
+            raise IndexCorruptError(
+                f"chunk file {info.name!r} belongs to another index (index id {found_id}, manifest.json says {self.index_id})"
+            )
+        if found_seq is not None and found_seq != str(info.seq):
+            raise IndexCorruptError(f"chunk file {info.name!r} holds chunk {found_seq}, not chunk {info.seq}: it was replaced")
 
     def unregister(self, seq: int) -> None:
         self._chunks.pop(seq, None)
@@ -159,6 +176,7 @@ class VectorStore:
         out = []
         for seq, row in zip(seqs.tolist(), rows.tolist()):
             c = self._chunks[seq]
+            assert c.offsets is not None  # ColBERT chunks always have offsets
             out.append(np.array(c.vectors[c.offsets[row] : c.offsets[row + 1]], dtype=np.float32))  # copy: maps are read-only
         return out
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -115,7 +116,7 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], path: str | os.PathLike | None = None) -> "TrainConfig":
+    def from_dict(cls, values: Mapping[str, Any], path: str | os.PathLike | None = None) -> TrainConfig:
         """Build from a mapping; unknown keys and wrongly typed values raise ConfigError naming the field."""
         hints = typing.get_type_hints(cls)
         names = {f.name for f in dataclasses.fields(cls)}
@@ -133,7 +134,7 @@ class TrainConfig:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[str] | None = None,
-                  ) -> "TrainConfig":
+                  ) -> TrainConfig:
         """Read .json / .toml / .yaml (.yml) and apply overrides (a dict, or "key=value" strings)."""
         values = _read_file(Path(path))
         values.update(parse_overrides(overrides))
@@ -173,7 +174,10 @@ def _read_file(path: Path) -> dict[str, Any]:
         if suffix == ".json":
             data = json.loads(text)
         elif suffix == ".toml":
-            import tomllib
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # Python 3.10: the same parser, as the `tomli` backport
+                import tomli as tomllib
 
             data = tomllib.loads(text)
         elif suffix in (".yaml", ".yml"):

@@ -30,7 +30,7 @@ class RandState:
         self.cpu = torch.get_rng_state()
         self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
 
-    def __enter__(self) -> "RandState":
+    def __enter__(self) -> RandState:
         devices = list(range(len(self.cuda)))
         self._fork = torch.random.fork_rng(devices=devices)
         self._fork.__enter__()

@@ -59,7 +59,7 @@ def _code_dir(tmp: Path) -> Path:
     (folder / "pkg").mkdir(parents=True)
     (folder / "pkg" / "util.py").write_text("def add(a, b):\n    return a + b\n")
     (folder / "main.go").write_text("package main\nfunc main() {}\n")
-    (folder / "README.md").write_text("not code: skipped in a code folder")
+    (folder / "README.md").write_text("prose beside the code: indexed too")
     (folder / "node_modules").mkdir()
     (folder / "node_modules" / "x.js").write_text("ignored()")
     return folder
@@ -80,7 +80,7 @@ def test_help_lists_commands_examples_and_exit_codes():
     ("jsonl", {f"d{i}" for i in range(10)}),
     ("beir", {"c1", "c2"}),
     ("text", {"a.md", "sub/b.txt"}),
-    ("code", {"pkg/util.py", "main.go"}),
+    ("code", {"pkg/util.py", "main.go", "README.md"}),  # a folder: every text-like file, code and prose
 ])
 def test_index_each_input_kind(tmp_path, tiny_modernbert, kind, expected):
     corpus = {"jsonl": _jsonl, "beir": _beir, "text": _text_dir, "code": _code_dir}[kind](tmp_path)
@@ -91,7 +91,7 @@ def test_index_each_input_kind(tmp_path, tiny_modernbert, kind, expected):
     hits = js(mbret("search", tmp_path / "idx", "anything", "-k", "50", "--json"))["results"]
     assert {h["id"] for h in hits} == expected
     if kind == "code":
-        assert {h["metadata"]["language"] for h in hits} == {"python", "go"}
+        assert {h["metadata"].get("language") for h in hits} == {"python", "go", None}
 
 
 def test_index_colbert_and_hybrid(tmp_path, tiny_modernbert):
@@ -194,7 +194,9 @@ def test_add_update_delete_info(tmp_path, tiny_modernbert):
     ok(mbret("index", _jsonl(tmp_path), idx, "--model", tiny_modernbert, "-q"))
     more = tmp_path / "more.jsonl"
     more.write_text('{"_id": "new1", "text": "brand new"}\n{"_id": "d0", "text": "changed d0"}\n')
-    assert js(mbret("add", idx, more, "--json", "-q")) == {"index": str(idx), "given": 2, "added": 1, "documents": 11}
+    added = js(mbret("add", idx, more, "--json", "-q"))
+    assert {k: added[k] for k in ("index", "given", "added", "documents")} == {"index": str(idx), "given": 2,
+                                                                              "added": 1, "documents": 11}
     assert js(mbret("add", idx, more, "--update", "--json", "-q"))["updated"] == 1  # d0 changed, new1 identical
     hits = js(mbret("search", idx, "x", "-k", "20", "--json"))["results"]
     assert {h["id"]: h["text"] for h in hits}["d0"] == "changed d0"

@@ -113,10 +113,24 @@ def test_rerun_is_a_no_op_and_interrupted_build_resumes(tmp_path, tiny_modernber
     _assert_same_results(_search_all(tmp_path / "idx", queries), _search_all(tmp_path / "idx", queries))
 
 
+def _use_bm25s(folder) -> None:
+    """Drop the FTS5 BM25 table of an unsharded index: its hybrid searches then use bm25s in memory, as a
+    sharded folder's do (FTS5 lives in one document store; a sharded folder has one per shard)."""
+    from mbert_retrieval.index.docstore import DocStore
+    from mbert_retrieval.index.lexical import LexicalIndex
+
+    store = DocStore(folder / "docs.sqlite")
+    try:
+        LexicalIndex(store).drop()
+    finally:
+        store.close()
+
+
 def test_sharded_hybrid_equals_unsharded_hybrid(tmp_path, tiny_modernbert):
     corpus, queries = _corpus(tmp_path), _queries(tmp_path)
     common = ("--model", tiny_modernbert, "--hybrid", "-q")
     ok(mbret("index", corpus, tmp_path / "single", *common))
+    _use_bm25s(tmp_path / "single")
     assert js(mbret("index", corpus, tmp_path / "sharded", *common, "--shards", "2", "--json"))["hybrid"] is True
     fused = _search_all(tmp_path / "sharded", queries)
     _assert_same_results(fused, _search_all(tmp_path / "single", queries))

@@ -17,7 +17,7 @@ def test_ray_shards_equal_single_process(tmp_path, ray_cluster, docs, tiny_moder
     model = dense_model if kind == "dense" else colbert_model
     expected = model.encode_documents([document_text(d) for d in docs])
     cfg = EncodeConfig(n_shards=3, backend="ray", num_workers=2, batch_size=5,
-                       model_kwargs={"dim": 16} if kind == "colbert" else {})
+                       model_kwargs={"dim": 16, "dtype": "float32"} if kind == "colbert" else {"dtype": "float32"})
     store = encode_corpus(docs, tiny_modernbert, kind, tmp_path / "emb", config=cfg)
     assert store.complete and store.dim == model.dim
     ids, vectors = store.merged()

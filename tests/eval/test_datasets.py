@@ -126,6 +126,15 @@ def test_coir_hub_layout(monkeypatch, tmp_path, spec):
     assert ds.data.qrels == {"q1": {"2": 1}}
 
 
+def test_coir_sets_are_pinned():
+    """Every CoIR set loads a fixed hub commit, so a results file names the data it was computed on."""
+    import re
+
+    unpinned = [name for name, task in dsmod.COIR_TASKS.items()
+                if not (task.revision and re.fullmatch(r"[0-9a-f]{40}", task.revision))]
+    assert unpinned == []
+
+
 def test_coir_codesearchnet_language_configs(monkeypatch, tmp_path):
     hub = FakeHub()
     monkeypatch.setattr(dsmod, "load_dataset", hub)

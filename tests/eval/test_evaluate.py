@@ -183,8 +183,34 @@ def test_search_fn_hook(scifact_slice, fake_models):
     assert factory_calls == ["scifact-slice"]
     with pytest.raises(ValueError, match="search_fn"):
         evaluate_model(fake_models["bow"](), [scifact_slice], index_type="hnsw", **QUIET)
-    with pytest.raises(TypeError, match="unknown option"):
-        evaluate_model(fake_models["bow"](), [scifact_slice], colour="red", **QUIET)
+
+
+def test_bad_options_are_value_errors(toy_beir, fake_models):
+    """An unknown option or a wrong type is bad input (a ValueError naming the option, so the CLI exits 2)."""
+    bow = fake_models["bow"]()
+    with pytest.raises(ValueError, match=r"colour: unknown setting; valid: .*k_values"):
+        evaluate_model(bow, [toy_beir], colour="red", **QUIET)
+    with pytest.raises(ValueError, match="k_value: .*did you mean k_values"):
+        evaluate_model(bow, [toy_beir], k_value=[1, 10], **QUIET)
+    with pytest.raises(ValueError, match="query_batch_size: expected an integer"):
+        evaluate_model(bow, [toy_beir], query_batch_size="abc", **QUIET)
+    with pytest.raises(ValueError, match="cache_chunk_size: expected an integer >= 1"):
+        evaluate_model(bow, [toy_beir], cache_chunk_size=0, **QUIET)
+    with pytest.raises(ValueError, match="k_values: expected a non-empty list of integers"):
+        evaluate_model(bow, [toy_beir], k_values="10", **QUIET)
+    with pytest.raises(ValueError, match="ignore_identical_ids: expected true or false"):
+        evaluate_model(bow, [toy_beir], ignore_identical_ids="no", **QUIET)
+    # lists (as JSON gives them) are accepted for the cut-offs
+    rep = evaluate_model(bow, [toy_beir], k=10, k_values=[1, 5], mrr_k_values=[5], **QUIET)
+    assert set(rep.datasets["toy"].result.scores) >= {"ndcg_at_1", "ndcg_at_5", "mrr_at_5"}
+    assert "ndcg_at_10" not in rep.datasets["toy"].result.scores
+
+
+def test_table_goes_to_stdout(toy_beir, fake_models, capsys):
+    evaluate_model(fake_models["bow"](), [toy_beir], k=10, print_table=True, **QUIET)
+    captured = capsys.readouterr()
+    assert "nDCG@10" in captured.out and "toy" in captured.out
+    assert "nDCG@10" not in captured.err
 
 
 def test_bad_model_outputs(scifact_slice, fake_models):

@@ -121,7 +121,7 @@ def test_ivfpq_lifecycle(tmp_path):
     index = Index.create(tmp_path / "ix", "dense", "ivfpq", model, chunk_size=500, nprobe=16, min_train_points=500)
     docs = make_docs(1500)
     index.add(docs[:1200])
-    with pytest.raises(IndexStateError, match="finalize"):
+    with pytest.raises(IndexStateError, match="did not finish: re-run `mbret index ...` to finish it"):
         index.search("w1 w2", k=3)
     index.finalize()
     assert index.structure.effective_type == "ivfpq"

@@ -126,10 +126,10 @@ def test_remove_add_and_roundtrip(tmp_path, data, index_type):
         back.add(live, index.store.get_vectors(live))
     else:
         assert list(files) == ["dense.000001.faiss"]
-    if index_type == "hnsw":  # tombstones are not persisted: the facade re-applies deletions from SQLite
+    if index_type in ("hnsw", "ivfpq"):  # tombstones are not persisted: the facade re-applies deletions from SQLite
         back.remove(top)
     np.testing.assert_array_equal(back.search(q, 10)[1], index.search(q, 10)[1])
-    if index_type == "hnsw":
+    if index_type in ("hnsw", "ivfpq"):
         before = index.search(q, 10)[1]
         index.compact()
         assert index.index.ntotal == len(index) and not index._tombstones
@@ -188,3 +188,25 @@ def test_gpu_routing_without_a_gpu(tmp_path, data, monkeypatch):
     monkeypatch.setattr(faiss, "index_cpu_to_gpu", lambda *a: (_ for _ in ()).throw(RuntimeError("no GPU")))
     scores, ids = index.search(q, 10)
     assert calls == [] and np.array_equal(ids, cpu_ids)  # fell back to CPU, same results
+
+
+def test_ivfpq_removes_many_times_and_compacts(tmp_path, data):
+    """FAISS's id map over an IVF index loses its inner labels after one removal; a second removal aborted the
+    whole process (faiss assertion). Deletes are tombstones now, dropped by compact with the training kept."""
+    x, q, _ = data
+    index = _build(tmp_path, x, index_type="ivfpq", nprobe=16)
+    for batch in (np.arange(0, 50), np.arange(50, 80), np.arange(100, 101)):
+        assert index.remove(batch) == len(batch)
+    gone = set(range(80)) | {100}
+    assert not gone & set(index.ids().tolist()) and len(index) == len(x) - len(gone)
+    _, ids = index.search(q, 10)
+    assert not gone & set(ids[ids >= 0].tolist())
+    import faiss
+
+    nlist = faiss.downcast_index(index.index.index).nlist
+    index.compact()
+    assert index.info()["tombstones"] == 0 and len(index) == len(x) - len(gone)
+    _, after = index.search(q, 10)
+    assert not gone & set(after[after >= 0].tolist())
+    assert index.remove(np.arange(200, 210)) == 10  # and again after compaction
+    assert faiss.downcast_index(index.index.index).nlist == nlist  # not retrained: the same coarse quantizer

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from mbert_retrieval.index.errors import IndexStateError
 from mbert_retrieval.index.plaid import PlaidConfig, PlaidIndex, ResidualCodec, default_n_centroids
@@ -131,3 +132,68 @@ def test_candidate_cap_and_threshold(tmp_path, corpus):
         index.search(queries, 3, bogus=1)
     with pytest.raises(ValueError):
         PlaidConfig(nbits=3)
+
+
+def test_batched_search_equals_one_query_at_a_time(tmp_path, corpus):
+    docs, queries, *_ = corpus
+    index = _build(tmp_path, docs, nprobe=4, ncandidates=60, ndocs=20)
+    scores, ids = index.search(queries, 10)
+    for qi in range(0, len(queries), 7):
+        s1, i1 = index.search([queries[qi]], 10)
+        np.testing.assert_array_equal(i1[0], ids[qi])
+        np.testing.assert_allclose(s1[0], scores[qi], rtol=1e-5)
+
+
+def test_float32_scores_equal_maxsim_over_decompressed_tokens(tmp_path, corpus):
+    """The search scores q.(c + r)/|c + r| from centroid scores and residuals without building the
+    vectors: the same numbers as MaxSim over `decompress` output."""
+    docs, queries, *_ = corpus
+    index = _build(tmp_path, docs, nbits=4, dtype="float32", device="cpu", nprobe=1000, ncandidates=10_000, ndocs=10_000)
+    scores, ids = index.search(queries[:5], 8)
+    codes, packed, offsets = index._codes, index._residuals, index._doc_offsets
+    decompressed = [index.codec.decompress(codes[offsets[d] : offsets[d + 1]], packed[offsets[d] : offsets[d + 1]]) for d in range(len(docs))]
+    for qi, q in enumerate(queries[:5]):
+        order, expected = maxsim_rank(q, decompressed, k=8)
+        np.testing.assert_array_equal(ids[qi], index._doc_iids[order])
+        np.testing.assert_allclose(scores[qi], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_device_and_dtype_settings(tmp_path, corpus):
+    docs, queries, exact, _ = corpus
+    index = _build(tmp_path, docs, device="cpu", dtype="bfloat16", nprobe=8)
+    _, ids = index.search(queries, 10)
+    tensors = index._tensors
+    assert tensors.device.type == "cpu" and tensors.dtype == torch.bfloat16
+    assert np.mean([i[0] == e[0] for i, e in zip(ids, exact)]) >= 0.85
+    index.remove(ids[:, 0])  # a change of the arrays makes new tensors
+    assert index._tensors is not None
+    index.search(queries[:1], 3)
+    assert index._tensors is not tensors
+    for bad in ({"device": "gpu"}, {"dtype": "int8"}):
+        with pytest.raises(ValueError):
+            PlaidConfig(**bad)
+
+
+def test_inverse_norms_follow_add_and_compact(tmp_path, corpus):
+    docs, queries, *_ = corpus
+    index = _build(tmp_path, docs[:200], nprobe=8)
+    index.search(queries[:2], 3)  # computes the norms of the current tokens
+    extra_v, extra_o = _flat(docs[200:])
+    index.add(np.arange(200, 300), extra_v, extra_o)
+    index.remove(np.arange(0, 50))
+    index.compact()
+    index.search(queries[:2], 3)
+    np.testing.assert_allclose(index._inv_norms, index.codec.inverse_norms(index._codes, index._residuals), rtol=1e-6)
+
+
+def test_candidate_blocks_do_not_change_results(tmp_path, corpus, monkeypatch):
+    """Candidates are scored in length-sorted blocks of bounded size: tiny blocks give the same ranking."""
+    from mbert_retrieval.index import plaid_search
+
+    docs, queries, *_ = corpus
+    index = _build(tmp_path, docs, nprobe=4, ncandidates=80, ndocs=30, dtype="float32")
+    scores, ids = index.search(queries[:8], 10)
+    monkeypatch.setattr(plaid_search, "_BLOCK_ROWS", 16)
+    s2, i2 = index.search(queries[:8], 10)
+    np.testing.assert_array_equal(i2, ids)
+    np.testing.assert_allclose(s2, scores, rtol=1e-6)

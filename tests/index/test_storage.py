@@ -8,7 +8,8 @@ import pytest
 
 from mbert_retrieval.index.errors import IndexCorruptError, IndexStateError
 from mbert_retrieval.index.storage import (
-    FileRecord, atomic_write_bytes, load_arrays, load_faiss, save_arrays, save_faiss, sha256_file, verify_file, writer_lock,
+    FileRecord, atomic_write_bytes, load_arrays, load_faiss, plain_file_name, read_metadata, save_arrays, save_faiss, sha256_file,
+    verify_file, writer_lock,
 )  # fmt: skip
 
 
@@ -82,6 +83,63 @@ def test_writer_lock_is_exclusive(tmp_path):
                 pass
     with writer_lock(tmp_path):  # released
         pass
+
+
+def test_writer_lock_held_by_another_process(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys, time\nfrom mbert_retrieval.index.storage import writer_lock\n"
+            "with writer_lock(sys.argv[1]):\n    print('locked', flush=True)\n    sys.stdin.readline()\n")  # fmt: skip
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "locked"
+        with pytest.raises(IndexStateError, match=f"another process is writing to the index at {re.escape(str(tmp_path))}"):
+            with writer_lock(tmp_path):
+                pass
+    finally:
+        child.communicate("\n", timeout=60)
+    with writer_lock(tmp_path):  # released when the other process let go
+        pass
+
+
+def test_writer_lock_does_not_need_fcntl(tmp_path, monkeypatch):
+    """Windows has no fcntl: the lock must still exclude (it used to silently lock nothing there)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # `import fcntl` now raises ImportError
+    with writer_lock(tmp_path):
+        with pytest.raises(IndexStateError):
+            with writer_lock(tmp_path):
+                pass
+
+
+def test_no_module_level_fcntl_import_in_the_package():
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    for f in [*root.glob("mbert_retrieval/**/*.py"), *root.glob("cli/*.py"), *root.glob("eval/*.py")]:
+        for node in ast.parse(f.read_text(encoding="utf-8")).body:  # module level only
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module] if isinstance(node, ast.ImportFrom) else []
+            assert "fcntl" not in names, f"{f.relative_to(root)} imports fcntl at module level (breaks Windows)"
+
+
+@pytest.mark.parametrize("name", ["00000001.safetensors", "dense.000003.faiss", "shard-00001", "a..b"])
+def test_plain_file_names_pass(name):
+    assert plain_file_name(name, "x") == name
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../x", "a/b", "/abs", "a\\b", "C:x", "nul\0", None, 3])
+def test_paths_are_refused_with_their_source(name):
+    with pytest.raises(IndexCorruptError, match="docs.sqlite names the file"):
+        plain_file_name(name, "docs.sqlite")
+
+
+def test_read_metadata(tmp_path):
+    save_arrays(tmp_path / "a.safetensors", {"x": np.zeros(3, np.float32)}, metadata={"kind": "dense", "seq": "4"})
+    assert read_metadata(tmp_path / "a.safetensors") == {"kind": "dense", "seq": "4"}
+    save_arrays(tmp_path / "b.safetensors", {"x": np.zeros(3, np.float32)})
+    assert read_metadata(tmp_path / "b.safetensors") == {}
 
 
 def test_no_pickle_in_index_package():

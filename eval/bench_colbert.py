@@ -1,0 +1,351 @@
+"""ColBERT search benchmark: our PLAID (torch) vs PyLate's Stanford PLAID vs fast-plaid, same vectors, one run.
+
+    # once: fast-plaid in its own venv (it pins torch 2.11.0; several GB, benchmark only)
+    python3 -m venv /work/venvs/fastplaid && /work/venvs/fastplaid/bin/pip install torch==2.11.0 fast-plaid==1.4.6.2110
+    # the benchmark (scifact + nfcorpus, 2 threads; embeddings cached under --workdir)
+    python -m mbert_retrieval.eval.bench_colbert --workdir /work/cache/bench_colbert --threads 2 \
+        --fastplaid-python /work/venvs/fastplaid/bin/python --json runs/bench_colbert.json
+    python -m mbert_retrieval.eval.bench_colbert --smoke        # tiny synthetic data, ours + exact only (CI)
+
+Per dataset and system: build s, bytes/token (ours: the PLAID file, plus the float chunk files when it reranks
+with them; PyLate and fast-plaid: their folder),
+QPS with all queries in one call (best of up to 3 passes after a warm-up), latency p50/p99 of single-query
+searches, nDCG@10 (pytrec_eval), overlap@10 with exact MaxSim, and QPS relative to fast-plaid (to PyLate
+when fast-plaid did not run).
+
+Vectors: the documents and queries are encoded once with `bench_index`'s ColBERT model (all-MiniLM-L6-v2
+with a seeded random 128-d projection unless --colbert-model) and cached in <workdir>/cache, so every system
+and every run gets the same embeddings; exact MaxSim top-k is cached there too. fast-plaid runs in its own
+venv through `bench_colbert_fastplaid.py`: the vectors go to <workdir>/exchange/<dataset>/*.npy, its
+measurements and rankings come back as JSON; it is swept over --fastplaid-settings (n_ivf_probe:n_full_scores)
+so that its QPS can be read at our nDCG@10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from argparse import Namespace
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+
+# ours: name -> PLAID settings (the first is the default configuration)
+OURS = {
+    "ours-plaid2": {"nbits": 2},
+    "ours-plaid2-rerank": {"nbits": 2, "keep_full_vectors": True},
+    "ours-plaid4": {"nbits": 4},
+}
+FASTPLAID_SETTINGS = ["8:4096", "4:1024", "2:512", "1:256"]
+FASTPLAID_SCRIPT = Path(__file__).with_name("bench_colbert_fastplaid.py")  # run by fast-plaid's python
+
+
+@dataclass
+class Row:
+    dataset: str
+    system: str
+    params: str = ""
+    build_s: float | None = None
+    bytes_per_token: float | None = None
+    qps: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    ndcg_at_10: float | None = None
+    overlap_at_10: float | None = None
+    qps_x: float | None = None
+    error: str | None = None
+
+
+# ------------------------------------------------------------------------------------------ measuring
+def timed(search_many: Callable[[list], Any], search_one: Callable[[Any], Any], queries: list, n_latency: int,
+          min_time: float = 1.0) -> tuple[Any, float, float, float]:  # fmt: skip
+    """(results of all queries, QPS batched, p50 ms, p99 ms of single-query searches)."""
+    search_many(queries[:2])  # warm-up: lazy loads, device tensors
+    best, spent = math.inf, 0.0
+    for _ in range(3):
+        t = time.perf_counter()
+        out = search_many(queries)
+        dt = time.perf_counter() - t
+        best, spent = min(best, dt), spent + dt
+        if spent >= min_time:
+            break
+    lat = []
+    for q in queries[:n_latency]:
+        t = time.perf_counter()
+        search_one(q)
+        lat.append(time.perf_counter() - t)
+    return out, len(queries) / best, 1000 * float(np.percentile(lat, 50)), 1000 * float(np.percentile(lat, 99))
+
+
+def quality(row: Row, run: dict, exact: dict, qrels: dict) -> None:
+    from mbert_retrieval.eval.bench_index import ndcg10
+    from mbert_retrieval.eval.metrics import ranked
+
+    def top10(docs: dict) -> set:
+        return {d for d, _ in ranked(docs)[:10]}
+
+    row.ndcg_at_10 = ndcg10(qrels, run)
+    row.overlap_at_10 = float(np.mean([len(top10(run.get(q, {})) & top10(e)) / max(1, min(10, len(e))) for q, e in exact.items()]))
+
+
+def bench_ours(row: Row, path: Path, dim: int, doc_ids: list, D: list, Q: list, qids: list, k: int, settings: dict,
+               n_latency: int) -> dict:  # fmt: skip
+    from mbert_retrieval.index import Index
+
+    t = time.perf_counter()
+    index = Index.create(path, "colbert", "plaid", model_id="bench/colbert", dim=dim, **settings)
+    index.add([{"id": d, "text": ""} for d in doc_ids], vectors=D)
+    index.finalize()
+    row.build_s = time.perf_counter() - t
+    index.close()
+    tokens = sum(len(d) for d in D)
+    files = [*path.glob("plaid.*"), *(path.glob("chunks/*") if settings.get("keep_full_vectors") else [])]  # rerank reads the floats
+    row.bytes_per_token = sum(f.stat().st_size for f in files) / tokens
+    with Index.open(path, verify=False) as index:
+        cfg = index.structure.config
+        shown = {n: getattr(cfg, n) for n in ("nbits", "nprobe", "ncandidates", "ndocs", "keep_full_vectors", "device", "dtype")}
+        row.params = ", ".join(f"{n}={v}" for n, v in shown.items())
+        structure = index.structure  # timed without the document store (the others hold no texts either)
+        (scores, iids), row.qps, row.p50_ms, row.p99_ms = timed(
+            lambda qs: structure.search(qs, k), lambda q: structure.search([q], k), Q, n_latency)
+        rows = index.docstore.get_by_iids(np.unique(iids[iids >= 0]).tolist())
+    return {q: {rows[int(i)].doc_id: float(s) for s, i in zip(srow, irow) if i >= 0} for q, srow, irow in zip(qids, scores, iids)}
+
+
+def bench_pylate(row: Row, path: Path, doc_ids: list, D: list, Q: list, qids: list, k: int, log: Path, n_latency: int) -> dict:
+    import random
+    from contextlib import redirect_stdout
+
+    import torch
+    from pylate import indexes, retrieve
+
+    from mbert_retrieval.eval.bench_index import PYLATE_DEFAULTS
+
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(".cache/torch_extensions").resolve()))
+    with open(log, "a", encoding="utf-8") as fh, redirect_stdout(fh):
+        random.seed(0)
+        torch.manual_seed(0)
+        t = time.perf_counter()
+        index = indexes.PLAID(index_folder=str(path), index_name="index", override=True, use_fast=False, nbits=2,
+                              embedding_size=int(D[0].shape[1]))  # fmt: skip
+        index.add_documents(documents_ids=doc_ids, documents_embeddings=D)
+        row.build_s = time.perf_counter() - t
+        retriever = retrieve.ColBERT(index=index)
+        res, row.qps, row.p50_ms, row.p99_ms = timed(lambda qs: retriever.retrieve(queries_embeddings=qs, k=k),
+                                                     lambda q: retriever.retrieve(queries_embeddings=[q], k=k), Q, n_latency)
+    row.bytes_per_token = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / sum(len(d) for d in D)
+    row.params = ", ".join(f"{n}={v}" for n, v in {"nbits": 2, **PYLATE_DEFAULTS["plaid"]}.items())
+    return {q: {str(r["id"]): float(r["score"]) for r in rs} for q, rs in zip(qids, res)}
+
+
+def bench_fastplaid(name: str, python: str, exchange: Path, D: list, Q: list, args: Namespace) -> dict:
+    """Write the vectors, run bench_colbert_fastplaid.py in fast-plaid's venv, read its JSON."""
+    exchange.mkdir(parents=True, exist_ok=True)
+    np.save(exchange / "docs.npy", np.concatenate(D).astype(np.float32))
+    np.save(exchange / "doc_lengths.npy", np.array([len(d) for d in D], np.int64))
+    np.save(exchange / "queries.npy", np.concatenate(Q).astype(np.float32))
+    np.save(exchange / "query_lengths.npy", np.array([len(q) for q in Q], np.int64))
+    out = exchange / "fastplaid.json"
+    cmd = [python, str(FASTPLAID_SCRIPT), "--data", str(exchange), "--out", str(out),
+           "--nbits", "2", "--k", str(args.k), "--latency-queries", str(args.fastplaid_latency_queries), "--settings", *args.fastplaid_settings]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    print(f"[{name}] fast-plaid: {shlex.join(cmd)}", file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=True, stdout=sys.stderr)
+    return json.loads(out.read_text())
+
+
+# ------------------------------------------------------------------------------------------ data
+def smoke_data(seed: int = 0) -> tuple[str, list, list, list, list, dict]:
+    """Tiny synthetic ColBERT collection: (name, doc ids, doc token matrices, query ids, query matrices, qrels)."""
+    rng = np.random.default_rng(seed)
+    dim, n_docs, n_topics = 32, 300, 24
+    centres = rng.standard_normal((n_topics, dim)).astype(np.float32)
+
+    def unit(x):
+        return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+    D = []
+    for _ in range(n_docs):
+        n = int(rng.integers(6, 30))
+        D.append(unit(centres[rng.choice(rng.choice(n_topics, 2, replace=False), n)] + 0.4 * rng.standard_normal((n, dim))))
+    picks = rng.choice(n_docs, 30, replace=False)
+    Q = [unit(D[d][rng.choice(len(D[d]), 5)] + 0.2 * rng.standard_normal((5, dim))) for d in picks]
+    doc_ids, qids = [f"d{i}" for i in range(n_docs)], [f"q{i}" for i in range(len(picks))]
+    return "smoke", doc_ids, D, qids, Q, {q: {f"d{d}": 1} for q, d in zip(qids, picks)}
+
+
+def real_data(spec: str, args: Namespace, model: Any) -> tuple[str, list, list, list, list, dict]:
+    from mbert_retrieval.data import document_text
+    from mbert_retrieval.eval.bench_index import encode, load_dataset
+
+    name, docs, qids, qtexts, qrels = load_dataset(spec, args.max_docs, args.max_queries)
+    doc_ids = [d.id for d in docs]
+    D, _ = encode(model, doc_ids, [document_text(d) for d in docs], Path(args.workdir), queries=False)
+    Q, _ = encode(model, qids, qtexts, Path(args.workdir), queries=True)
+    return name, doc_ids, [np.asarray(d, np.float32) for d in D], qids, [np.asarray(q, np.float32) for q in Q], qrels
+
+
+def exact(doc_ids: list, D: list, qids: list, Q: list, k: int, workdir: Path) -> dict:
+    from mbert_retrieval.eval.bench_index import exact_run
+
+    return exact_run("colbert", Q, D, doc_ids, qids, k, workdir)
+
+
+# ------------------------------------------------------------------------------------------ one dataset
+def run_dataset(data: tuple, args: Namespace) -> dict:
+    from mbert_retrieval.eval.bench_index import ndcg10
+
+    name, doc_ids, D, qids, Q, qrels = data
+    workdir = Path(args.workdir)
+    ex = exact(doc_ids, D, qids, Q, args.k, workdir)
+    out: dict[str, Any] = {"name": name, "n_docs": len(D), "n_queries": len(Q), "n_tokens": int(sum(len(d) for d in D)),
+                           "dim": int(D[0].shape[1]), "exact_ndcg_at_10": ndcg10(qrels, ex), "rows": []}  # fmt: skip
+    rows: list[Row] = []
+    n_latency = min(args.latency_queries, len(Q))
+
+    def attempt(row: Row, fn: Callable[[Row], dict]) -> None:
+        print(f"[{name}] {row.system} ...", file=sys.stderr, flush=True)
+        try:
+            quality(row, fn(row), ex, qrels)
+        except Exception as err:  # noqa: BLE001 - a system that cannot run here is reported, the rest goes on
+            row.error = f"{type(err).__name__}: {err}".replace("\n", " ")[:300]
+        rows.append(row)
+
+    for system in args.ours:
+        path = workdir / "indexes" / name / system
+        shutil.rmtree(path, ignore_errors=True)
+        settings = {**OURS[system], **args.ours_params}
+        attempt(Row(name, system),
+                lambda row, path=path, settings=settings: bench_ours(row, path, out["dim"], doc_ids, D, Q, qids, args.k, settings, n_latency))
+        if not args.keep_indexes:
+            shutil.rmtree(path, ignore_errors=True)
+    if not args.no_pylate:
+        path = workdir / "indexes" / name / "pylate-plaid2"
+        attempt(Row(name, "pylate-plaid2"), lambda row: bench_pylate(row, path, doc_ids, D, Q, qids, args.k, workdir / "pylate.log", n_latency))
+        shutil.rmtree(path, ignore_errors=True)
+    if args.fastplaid_python:
+        exchange = workdir / "exchange" / name
+        try:
+            fp = bench_fastplaid(name, args.fastplaid_python, exchange, D, Q, args)
+            for r in fp["rows"]:
+                row = Row(name, "fast-plaid", f"nbits=2, n_ivf_probe={r['n_ivf_probe']}, n_full_scores={r['n_full_scores']}",
+                          fp["build_s"], fp["bytes_per_token"], r["qps"], r["p50_ms"], r["p99_ms"])  # fmt: skip
+                run = {q: {doc_ids[i]: s for i, s in zip(ids, ss)} for q, ids, ss in zip(qids, r["ids"], r["scores"])}
+                quality(row, run, ex, qrels)
+                rows.append(row)
+        except Exception as err:  # noqa: BLE001
+            rows.append(Row(name, "fast-plaid", error=f"{type(err).__name__}: {err}"[:300]))
+        shutil.rmtree(exchange, ignore_errors=True)
+    ref = (next((r for r in rows if r.system == "fast-plaid" and r.qps), None)
+           or next((r for r in rows if r.system.startswith("pylate") and r.qps), None))
+    for r in rows:
+        r.qps_x = r.qps / ref.qps if ref and r.qps else None
+    out["reference"] = None if ref is None else f"{ref.system} ({ref.params})"
+    out["rows"] = [asdict(r) for r in rows]
+    return out
+
+
+# ------------------------------------------------------------------------------------------ output
+def _f(x: float | None, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def format_table(ds: dict) -> str:
+    head = (f"{ds['name']}: {ds['n_docs']} docs, {ds['n_queries']} queries, {ds['n_tokens']} tokens (dim {ds['dim']}); "
+            f"exact MaxSim nDCG@10 {ds['exact_ndcg_at_10']:.4f}; QPS x relative to {ds.get('reference') or '-'}")
+    cols = ["system", "build s", "B/token", "QPS", "p50 ms", "p99 ms", "nDCG@10", "overlap@10", "QPS x", "params"]
+    lines = []
+    for r in ds["rows"]:
+        if r["error"]:
+            lines.append([r["system"], *["-"] * 8, f"failed: {r['error']}"])
+            continue
+        lines.append([r["system"], _f(r["build_s"], ".2f"), _f(r["bytes_per_token"], ".1f"), _f(r["qps"], ".1f"), _f(r["p50_ms"], ".1f"),
+                      _f(r["p99_ms"], ".1f"), _f(r["ndcg_at_10"], ".4f"), _f(r["overlap_at_10"], ".3f"), _f(r["qps_x"], ".2f"), r["params"]])
+    widths = [max(len(c), *(len(x[i]) for x in lines)) if lines else len(c) for i, c in enumerate(cols)]
+    fmt = lambda xs: " | ".join(x.ljust(w) if i in (0, len(cols) - 1) else x.rjust(w) for i, (x, w) in enumerate(zip(xs, widths)))  # noqa: E731
+    return "\n".join([head, fmt(cols), "-+-".join("-" * w for w in widths), *map(fmt, lines)])
+
+
+# ------------------------------------------------------------------------------------------ main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mbert_retrieval.eval.bench_colbert", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus"], help="BEIR folders or names in ../shared/data")
+    p.add_argument("--smoke", action="store_true", help="tiny synthetic data; ours only (no model, PyLate or fast-plaid)")
+    p.add_argument("--max-docs", type=int)
+    p.add_argument("--max-queries", type=int)
+    p.add_argument("--colbert-model", help="ColBERT folder (default: bench_index's MiniLM + seeded random projection)")
+    p.add_argument("--document-length", type=int, default=180)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--ours", nargs="+", default=list(OURS), choices=list(OURS))
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="PLAID setting for all our rows, e.g. ndocs=128")
+    p.add_argument("--no-pylate", action="store_true")
+    p.add_argument("--fastplaid-python", help="python of fast-plaid's venv, e.g. /work/venvs/fastplaid/bin/python")
+    p.add_argument("--fastplaid-settings", nargs="+", default=FASTPLAID_SETTINGS, metavar="PROBE:FULL")
+    p.add_argument("--latency-queries", type=int, default=100, help="queries timed one at a time")
+    p.add_argument("--fastplaid-latency-queries", type=int, default=10,
+                   help="fast-plaid's single-query latency sample (each of its CPU searches takes seconds to start)")
+    p.add_argument("--threads", type=int, help="torch / FAISS threads (default: theirs)")
+    p.add_argument("--workdir", default="runs/bench_colbert", help="embedding + exact cache, index folders, exchange files")
+    p.add_argument("--keep-indexes", action="store_true")
+    p.add_argument("--json", help="write all results here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from mbert_retrieval.eval._atomic import atomic_write_json
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.ours_params = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--param expects NAME=VALUE, got {item!r}")
+        try:
+            args.ours_params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args.ours_params[key] = value
+    if args.smoke:
+        args.no_pylate, args.fastplaid_python = True, None
+    if args.threads:
+        import faiss
+        import torch
+
+        torch.set_num_threads(args.threads)
+        faiss.omp_set_num_threads(args.threads)
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    result = {"command": shlex.join(["python", "-m", "mbert_retrieval.eval.bench_colbert", *argv]), "datasets": []}
+    if args.smoke:
+        datasets = [smoke_data()]
+    else:
+        from mbert_retrieval.eval.bench_index import load_models
+
+        model = load_models(Namespace(kinds=["colbert-plaid2"], colbert_model=args.colbert_model, dense_model=None,
+                                      document_length=args.document_length, seed=args.seed))["colbert"]  # fmt: skip
+        datasets = (real_data(spec, args, model) for spec in args.datasets)
+    print(f"$ {result['command']}")
+    for data in datasets:
+        result["datasets"].append(run_dataset(data, args))
+        print("\n" + format_table(result["datasets"][-1]), flush=True)
+        if args.json:
+            atomic_write_json(args.json, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""`ResidualCodec`: the PLAID token compression (nearest centroid + `nbits`-per-dimension residual buckets).
+
+Training and compression run in numpy/FAISS at build time. Decompression is torch (CPU or CUDA), in two
+forms: `decompress_torch` gives the approximate vectors; `residuals_torch` only the residual part, so that a
+search can add the centroid part as a looked-up centroid score (q . (c + r) = q . c + q . r) and divide by
+the token norm (`inverse_norms`) instead of materialising and normalising every candidate token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ResidualCodec"]
+
+_BLOCK = 65536
+# the numpy dtypes whose item size equals 2, 4, 8 bytes: one gather moves a whole packed byte's residual values
+_INT_OF_SIZE = {2: "int16", 4: "int32", 8: "int64"}
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+@dataclass
+class ResidualCodec:
+    """Centroids + per-dimension residual buckets (cutoffs (dim, B-1), weights (dim, B), B = 2^nbits)."""
+
+    centroids: np.ndarray
+    cutoffs: np.ndarray
+    weights: np.ndarray
+    nbits: int
+    _table: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _torch_tables: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def train(cls, sample: np.ndarray, n_centroids: int, nbits: int, niter: int = 20, seed: int = 0) -> ResidualCodec:
+        import faiss
+
+        sample = np.ascontiguousarray(sample, dtype=np.float32)
+        dim = sample.shape[1]
+        if dim % (8 // nbits):
+            raise ValueError(f"dim {dim} must be divisible by {8 // nbits} to pack {nbits}-bit residuals")
+        km = faiss.Kmeans(dim, n_centroids, niter=niter, seed=seed, spherical=True, verbose=False)
+        km.train(sample)
+        codec = cls(_normalize(km.centroids.astype(np.float32)), np.zeros((dim, 0), np.float32), np.zeros((dim, 0), np.float32), nbits)
+        residuals = sample - codec.centroids[codec.assign(sample)]
+        n_buckets = 2**nbits
+        codec.cutoffs = np.quantile(residuals, np.arange(1, n_buckets) / n_buckets, axis=0).T.astype(np.float32)
+        buckets = codec._bucketize(residuals)
+        flat = (np.arange(dim)[None, :] * n_buckets + buckets).ravel()
+        sums = np.bincount(flat, weights=residuals.ravel(), minlength=dim * n_buckets)
+        counts = np.bincount(flat, minlength=dim * n_buckets)
+        fallback = np.quantile(residuals, (np.arange(n_buckets) + 0.5) / n_buckets, axis=0).T.ravel()
+        codec.weights = np.where(counts > 0, sums / np.maximum(counts, 1), fallback).reshape(dim, n_buckets).astype(np.float32)
+        return codec
+
+    @property
+    def dim(self) -> int:
+        return self.centroids.shape[1]
+
+    def assign(self, vectors: np.ndarray) -> np.ndarray:
+        """Nearest centroid (inner product) of each vector: torch matmuls, in bf16 on CPUs with native bf16
+        (a near-tie may then pick the other of two almost equally close centroids: the residual absorbs it)."""
+        import torch
+
+        from .late_interaction import as_tensor, resolve_dtype
+
+        cpu = torch.device("cpu")
+        dtype = resolve_dtype("auto", cpu)
+        centroids = torch.from_numpy(self.centroids).to(dtype)  # not from torch_tables: assign runs while training
+        out = np.empty(len(vectors), dtype=np.int64)
+        with torch.no_grad():
+            for s in range(0, len(vectors), _BLOCK):
+                block = as_tensor(np.asarray(vectors[s : s + _BLOCK], dtype=np.float32), cpu, dtype)
+                out[s : s + _BLOCK] = (block @ centroids.T).argmax(dim=1).numpy()
+        return out
+
+    def _bucketize(self, residuals: np.ndarray) -> np.ndarray:
+        buckets = np.zeros(residuals.shape, dtype=np.uint8)
+        for j in range(self.cutoffs.shape[1]):
+            buckets += residuals > self.cutoffs[:, j]
+        return buckets
+
+    def pack(self, buckets: np.ndarray) -> np.ndarray:
+        per = 8 // self.nbits
+        shifts = (self.nbits * np.arange(per - 1, -1, -1)).astype(np.uint8)
+        grouped = buckets.reshape(len(buckets), -1, per).astype(np.uint8)
+        return np.bitwise_or.reduce(grouped << shifts, axis=2).astype(np.uint8)
+
+    def unpack(self, packed: np.ndarray) -> np.ndarray:
+        per = 8 // self.nbits
+        shifts = (self.nbits * np.arange(per - 1, -1, -1)).astype(np.uint8)
+        return ((packed[:, :, None] >> shifts) & (2**self.nbits - 1)).reshape(len(packed), -1)
+
+    def compress(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(centroid codes (n,), packed residual buckets (n, dim * nbits / 8) uint8)."""
+        codes = self.assign(vectors)
+        packed = np.empty((len(vectors), self.dim * self.nbits // 8), dtype=np.uint8)
+        for s in range(0, len(vectors), _BLOCK):
+            part = np.asarray(vectors[s : s + _BLOCK], dtype=np.float32)
+            packed[s : s + _BLOCK] = self.pack(self._bucketize(part - self.centroids[codes[s : s + _BLOCK]]))
+        return codes, packed
+
+    def _byte_table(self) -> np.ndarray:
+        """(n_bytes, 256, 8 // nbits) residual values decoded by each packed byte at each byte position."""
+        if self._table is None:
+            per = 8 // self.nbits
+            buckets = self.unpack(np.arange(256, dtype=np.uint8)[:, None])  # (256, per)
+            weights = self.weights.reshape(-1, per, self.weights.shape[1])  # (n_bytes, per, B)
+            self._table = np.stack([w[np.arange(per)[None, :], buckets] for w in weights]).astype(np.float32)
+        return self._table
+
+    def decompress(self, codes: np.ndarray, packed: np.ndarray) -> np.ndarray:
+        """Approximate (L2-normalised) token vectors, float32 numpy."""
+        import torch
+
+        from .late_interaction import as_tensor
+
+        cpu = torch.device("cpu")
+        return self.decompress_torch(as_tensor(codes, cpu, torch.int64), as_tensor(packed, cpu), torch.float32).numpy()
+
+    # ----------------------------------------------------------------- torch
+    def torch_tables(self, device: Any, dtype: Any) -> tuple[Any, Any]:
+        """(centroids (C, dim), residual byte table) as torch tensors on `device` in `dtype`, made once.
+        The byte table has one row per (byte position, byte value) holding that byte's `8 // nbits`
+        residual values; when those fit one integer (bf16/fp16: 2-bit -> 8 bytes, 4-bit -> 4 bytes) the
+        rows are viewed as integers, so decoding a token is one integer gather per byte, not per value."""
+        import torch
+
+        key = (str(device), dtype)
+        if key not in self._torch_tables:
+            table = torch.from_numpy(self._byte_table().reshape(-1, 8 // self.nbits)).to(device=device, dtype=dtype)
+            width = table.shape[1] * table.element_size()
+            if width in _INT_OF_SIZE:
+                table = table.contiguous().view(getattr(torch, _INT_OF_SIZE[width])).reshape(-1)
+            centroids = torch.from_numpy(self.centroids).to(device=device, dtype=dtype)
+            self._torch_tables[key] = (centroids, table)
+        return self._torch_tables[key]
+
+    def residuals_torch(self, packed: Any, dtype: Any) -> Any:
+        """Residual vectors (n, dim) in `dtype` of packed codes (n, n_bytes) uint8, on packed's device."""
+        import torch
+
+        _, table = self.torch_tables(packed.device, dtype)
+        n_bytes = packed.shape[1]
+        index = packed.long() + torch.arange(n_bytes, device=packed.device) * 256
+        if table.dim() == 1:  # integer view: one gather per byte, then reinterpret as `dtype` values
+            return table.index_select(0, index.view(-1)).view(dtype).reshape(len(packed), self.dim)
+        return table.index_select(0, index.view(-1)).reshape(len(packed), self.dim)
+
+    def decompress_torch(self, codes: Any, packed: Any, dtype: Any) -> Any:
+        """Approximate L2-normalised vectors (n, dim) in `dtype`, computed in float32."""
+        import torch
+
+        centroids, _ = self.torch_tables(packed.device, dtype)
+        vectors = centroids[codes.long()].float() + self.residuals_torch(packed, dtype).float()
+        return torch.nn.functional.normalize(vectors, dim=-1).to(dtype)
+
+    def inverse_norms(self, codes: np.ndarray, packed: np.ndarray) -> np.ndarray:
+        """1 / |centroid + residual| of each token (float32): decompressed scores are divided by it."""
+        import torch
+
+        from .late_interaction import as_tensor
+
+        out = np.empty(len(codes), dtype=np.float32)
+        cpu = torch.device("cpu")
+        with torch.no_grad():
+            centroids, _ = self.torch_tables(cpu, torch.float32)
+            for s in range(0, len(codes), _BLOCK):
+                c = as_tensor(codes[s : s + _BLOCK], cpu, torch.int64)
+                r = self.residuals_torch(as_tensor(packed[s : s + _BLOCK], cpu), torch.float32)
+                out[s : s + _BLOCK] = (1.0 / (centroids[c] + r).norm(dim=1).clamp_min(1e-12)).numpy()
+        return out

@@ -1,0 +1,165 @@
+"""PLAID search in torch: batched over queries, on the CPU (multi-threaded ops) or a CUDA device.
+
+Per batch: one matmul gives every query token's score against every centroid. Per query, then:
+
+1. probe: the top-`nprobe` centroids of each query token; candidates are the documents of their inverted
+   lists, each scored (without touching its tokens) by sum_i max over its probed centroids c of S[i, c];
+2. the best `ncandidates` get the centroid-interaction score over all their tokens, sum_i max_j S[i, code_j]
+   (centroids whose best score is under `centroid_score_threshold` count 0), skipped when no more than
+   `ndocs` candidates are left;
+3. the best `ndocs` are scored with MaxSim over their decompressed tokens, computed without building the
+   vectors: q . (c + r) / |c + r| = (S[i, code] + q . r) * inverse_norm, one (tokens x query tokens) matmul
+   of the residuals over the candidates' tokens laid out (n docs, max length) -- a short document repeats
+   its last token, which leaves its max unchanged -- so the per-document max is one `amax` (no Python
+   loop over documents, no scatter).
+
+The arrays live on the device as `PlaidTensors` (on the CPU they share memory with the numpy arrays).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..maxsim import segment_max
+from .codec import ResidualCodec
+from .late_interaction import as_tensor, padded_positions, token_positions
+
+__all__ = ["PlaidTensors", "SearchOptions", "search_batch"]
+
+_BLOCK_ROWS = 1 << 18  # padded candidate token rows scored at once (x query tokens x 4 bytes of memory)
+
+
+@dataclass
+class SearchOptions:
+    nprobe: int
+    ncandidates: int
+    ndocs: int
+    centroid_score_threshold: float | None
+    n_out: int  # results per query from this stage
+
+
+@dataclass
+class PlaidTensors:
+    """The index arrays on one device: centroid codes, residual bytes, inverse token norms, document offsets,
+    inverted lists (centroid -> documents)."""
+
+    codec: ResidualCodec
+    device: torch.device
+    dtype: torch.dtype
+    codes: torch.Tensor
+    residuals: torch.Tensor
+    inv_norms: torch.Tensor
+    doc_offsets: torch.Tensor
+    ivf_offsets: torch.Tensor
+    ivf_docs: torch.Tensor
+
+    @classmethod
+    def build(cls, codec: ResidualCodec, device: torch.device, dtype: torch.dtype, codes: np.ndarray, residuals: np.ndarray,
+              inv_norms: np.ndarray, doc_offsets: np.ndarray, ivf_offsets: np.ndarray, ivf_docs: np.ndarray) -> PlaidTensors:  # fmt: skip
+        long = torch.int64
+        small = torch.int32 if max(len(codes), len(doc_offsets)) < 2**31 else long  # row ids: int32 halves their memory
+        return cls(codec, device, dtype, as_tensor(codes, device, small), as_tensor(residuals, device), as_tensor(inv_norms, device),
+                   as_tensor(doc_offsets, device, long), as_tensor(ivf_offsets, device, long), as_tensor(ivf_docs, device, small))  # fmt: skip
+
+    def centroid_scores(self, query_tokens: torch.Tensor) -> torch.Tensor:
+        """(n query tokens, C) float32 scores against every centroid."""
+        centroids, _ = self.codec.torch_tables(self.device, self.dtype)
+        return (query_tokens.to(self.dtype) @ centroids.T).float()
+
+
+def _top(values: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of the `n` largest values, best first."""
+    return torch.topk(values, min(n, len(values))).indices
+
+
+def _probe(t: PlaidTensors, scores_t: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor, nprobe: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidates (doc positions) of the probed lists and their probe scores."""
+    cells = torch.topk(scores, min(nprobe, scores.shape[1]), dim=1).indices.unique()
+    pos, seg, _ = token_positions(t.ivf_offsets, cells)
+    docs, cell_of = t.ivf_docs.index_select(0, pos), cells[seg]
+    keep = mask[docs]
+    docs, cell_of = docs[keep], cell_of[keep]
+    cand, inverse = torch.unique(docs, return_inverse=True)
+    if len(cand) == 0:
+        return cand, torch.zeros(0, device=t.device)
+    return cand, segment_max(scores_t.index_select(0, cell_of), inverse, len(cand)).sum(1)
+
+
+def _per_doc_maxsim(t: PlaidTensors, cand: torch.Tensor, token_scores: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """sum_i max_j token_scores(token j)[i] of each candidate. Candidates go by increasing length in blocks of
+    about `_BLOCK_ROWS` padded token rows: similar lengths pad little, and memory stays bounded whatever the
+    document lengths."""
+    lengths = (t.doc_offsets[cand + 1] - t.doc_offsets[cand]).cpu().numpy()
+    order = np.argsort(lengths, kind="stable")
+    out = torch.empty(len(cand), dtype=torch.float32, device=cand.device)
+    start = 0
+    while start < len(order):
+        # sorted lengths: a block's padded size is (docs in it) x (its last length)
+        fits = (np.arange(1, len(order) - start + 1) * lengths[order[start:]]) <= _BLOCK_ROWS
+        stop = start + max(1, int(np.argmin(fits)) if not fits.all() else len(fits))
+        rows = torch.from_numpy(order[start:stop]).to(cand.device)
+        pos = padded_positions(t.doc_offsets, cand[rows])
+        out[rows] = token_scores(pos.view(-1)).view(*pos.shape, -1).amax(1).sum(1)
+        start = stop
+    return out
+
+
+def _centroid_interaction(t: PlaidTensors, scores_t: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+    """sum_i max_j S[i, code of token j] of each candidate."""
+    return _per_doc_maxsim(t, cand, lambda flat: scores_t.index_select(0, t.codes.index_select(0, flat)))
+
+
+def _decompressed_maxsim(t: PlaidTensors, q: torch.Tensor, scores_t: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+    """MaxSim of the query against the decompressed (normalised) tokens of each candidate."""
+    q = q.to(t.dtype)
+
+    def token_scores(flat: torch.Tensor) -> torch.Tensor:
+        residual = t.codec.residuals_torch(t.residuals.index_select(0, flat), t.dtype)
+        centroid_part = scores_t.index_select(0, t.codes.index_select(0, flat))
+        return (centroid_part + (residual @ q.T).float()) * t.inv_norms.index_select(0, flat)[:, None]
+
+    return _per_doc_maxsim(t, cand, token_scores)
+
+
+def search_one(t: PlaidTensors, q: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor, direct: torch.Tensor | None,
+               opt: SearchOptions) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(scores, doc positions) of one query, best first, at most `opt.n_out`."""
+    scores_t = scores.T.contiguous()  # (C, Lq): gathering rows by code is contiguous
+    n_final = max(opt.ndocs, opt.n_out)
+    if direct is not None:
+        cand = direct  # a small filter: every allowed document is a candidate
+    else:
+        cand, probe = _probe(t, scores_t, scores, mask, opt.nprobe)
+        if len(cand) > opt.ncandidates:
+            cand = cand[_top(probe, opt.ncandidates)]
+    if len(cand) > n_final:
+        thr = opt.centroid_score_threshold
+        pruned_t = scores_t if thr is None else scores_t * (scores_t.max(dim=1, keepdim=True).values >= thr)
+        cand = cand[_top(_centroid_interaction(t, pruned_t, cand), n_final)]
+    if len(cand) == 0:
+        return torch.zeros(0, device=t.device), cand
+    final = _decompressed_maxsim(t, q, scores_t, cand)
+    top = _top(final, opt.n_out)
+    return final[top], cand[top]
+
+
+def search_batch(t: PlaidTensors, queries: Sequence[np.ndarray], mask: np.ndarray, direct: np.ndarray | None,
+                 opt: SearchOptions) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """(scores float32, doc positions int64) per query. `mask`: searchable doc positions; `direct`: score
+    exactly these docs (a small filter) instead of probing."""
+    with torch.no_grad():
+        lengths = [len(q) for q in queries]
+        tokens = as_tensor(np.concatenate(queries).astype(np.float32, copy=False), t.device)
+        all_scores = t.centroid_scores(tokens)
+        mask_t = as_tensor(mask, t.device)
+        direct_t = None if direct is None else as_tensor(direct, t.device, torch.int64)
+        out, start = [], 0
+        for n in lengths:
+            s, d = search_one(t, tokens[start : start + n], all_scores[start : start + n], mask_t, direct_t, opt)
+            out.append((s.float().cpu().numpy(), d.cpu().numpy()))
+            start += n
+    return out

@@ -1,0 +1,52 @@
+"""Smoke test of the ColBERT search benchmark (`python -m mbert_retrieval.eval.bench_colbert --smoke`): our
+PLAID rows on tiny synthetic vectors (no model, PyLate or fast-plaid), the table, the JSON and the
+fast-plaid exchange reading (with a stand-in for fast-plaid's venv)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+from mbert_retrieval.eval import bench_colbert
+
+
+def test_smoke_run_writes_rows_and_table(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    result = bench_colbert.main(["--smoke", "--workdir", str(tmp_path / "work"), "--json", str(out), "--latency-queries", "5",
+                                 "--ours", "ours-plaid2", "ours-plaid2-rerank", "--param", "ndocs=64"])
+    (ds,) = result["datasets"]
+    assert [r["system"] for r in ds["rows"]] == ["ours-plaid2", "ours-plaid2-rerank"]
+    for row in ds["rows"]:
+        assert row["error"] is None, row["error"]
+        assert row["qps"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0 and row["bytes_per_token"] > 0
+        assert 0 <= row["overlap_at_10"] <= 1 and 0 < row["ndcg_at_10"] <= 1
+        assert "ndocs=64" in row["params"]
+    assert json.loads(out.read_text())["datasets"][0]["rows"][0]["system"] == "ours-plaid2"
+    printed = capsys.readouterr().out
+    assert "exact MaxSim nDCG@10" in printed and "ours-plaid2-rerank" in printed
+    assert not (tmp_path / "work" / "indexes" / "smoke" / "ours-plaid2").exists()  # removed after use
+
+
+def test_fastplaid_results_are_read_back_through_files(tmp_path, monkeypatch):
+    """The fast-plaid side runs in another venv: stand in for it with a script that answers like it."""
+    fake = tmp_path / "fake_fastplaid.py"
+    fake.write_text(textwrap.dedent('''
+        import json, sys
+        import numpy as np
+        args = sys.argv[1:]
+        data, out = args[args.index("--data") + 1], args[args.index("--out") + 1]
+        n_q = len(np.load(data + "/query_lengths.npy"))
+        rows = [{"n_ivf_probe": 1, "n_full_scores": 8, "qps": 10.0, "p50_ms": 5.0, "p99_ms": 9.0,
+                 "ids": [[0, 1]] * n_q, "scores": [[2.0, 1.0]] * n_q}]
+        json.dump({"build_s": 1.0, "bytes_per_token": 30.0, "rows": rows}, open(out, "w"))
+    '''))
+    monkeypatch.setattr(bench_colbert, "FASTPLAID_SCRIPT", fake)
+    args = bench_colbert.build_parser().parse_args(["--smoke", "--workdir", str(tmp_path / "work"), "--ours", "ours-plaid2",
+                                                    "--latency-queries", "3", "--fastplaid-python", sys.executable])
+    args.ours_params, args.no_pylate = {}, True
+    ds = bench_colbert.run_dataset(bench_colbert.smoke_data(), args)
+    fp = [r for r in ds["rows"] if r["system"] == "fast-plaid"]
+    assert len(fp) == 1 and fp[0]["error"] is None and fp[0]["qps"] == 10.0 and fp[0]["ndcg_at_10"] is not None
+    ours = next(r for r in ds["rows"] if r["system"] == "ours-plaid2")
+    assert ours["qps_x"] == ours["qps"] / 10.0  # ratios are to fast-plaid
