@@ -35,7 +35,7 @@ import time
 from argparse import Namespace
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -228,8 +228,11 @@ def run_dataset(data: tuple, args: Namespace) -> dict:
         path = workdir / "indexes" / name / system
         shutil.rmtree(path, ignore_errors=True)
         settings = {**OURS[system], **args.ours_params}
-        attempt(Row(name, system),
-                lambda row, path=path, settings=settings: bench_ours(row, path, out["dim"], doc_ids, D, Q, qids, args.k, settings, n_latency))
+
+        def run_ours(row: Row, path: Path = path, settings: dict = settings) -> dict:
+            return bench_ours(row, path, out["dim"], doc_ids, D, Q, qids, args.k, settings, n_latency)
+
+        attempt(Row(name, system), run_ours)
         if not args.keep_indexes:
             shutil.rmtree(path, ignore_errors=True)
     if not args.no_pylate:
@@ -252,7 +255,7 @@ def run_dataset(data: tuple, args: Namespace) -> dict:
     ref = (next((r for r in rows if r.system == "fast-plaid" and r.qps), None)
            or next((r for r in rows if r.system.startswith("pylate") and r.qps), None))
     for r in rows:
-        r.qps_x = r.qps / ref.qps if ref and r.qps else None
+        r.qps_x = r.qps / ref.qps if ref and ref.qps and r.qps else None  # ref.qps is set: chosen for it
     out["reference"] = None if ref is None else f"{ref.system} ({ref.params})"
     out["rows"] = [asdict(r) for r in rows]
     return out
@@ -329,7 +332,8 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
         faiss.omp_set_num_threads(args.threads)
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
-    result = {"command": shlex.join(["python", "-m", "mbert_retrieval.eval.bench_colbert", *argv]), "datasets": []}
+    result: dict[str, Any] = {"command": shlex.join(["python", "-m", "mbert_retrieval.eval.bench_colbert", *argv]), "datasets": []}
+    datasets: Iterable[tuple[str, list, list, list, list, dict]]
     if args.smoke:
         datasets = [smoke_data()]
     else:

@@ -36,7 +36,7 @@ import time
 from contextlib import redirect_stdout
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch + faiss OpenMP runtimes side by side
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -60,7 +60,7 @@ GROUPS = {g: [k for k, v in KINDS.items() if g in (*v[:2], "all")]
           for g in ("all", "dense", "colbert", "ours", "pylate")}
 SHOWN = {"hnsw": ("hnsw_m", "ef_construction", "ef_search"), "ivfpq": ("nlist", "pq_m", "pq_nbits", "nprobe"),
          "plaid": ("nbits", "n_centroids", "nprobe", "ncandidates", "ndocs")}  # settings shown in the tables
-PYLATE_DEFAULTS = {"plaid": {"kmeans_niters": 4, "ncells": 8, "centroid_score_threshold": 0.35, "ndocs": 8192},
+PYLATE_DEFAULTS: dict[str, dict[str, Any]] = {"plaid": {"kmeans_niters": 4, "ncells": 8, "centroid_score_threshold": 0.35, "ndocs": 8192},
                    "voyager": {"M": 64, "ef_construction": 200, "ef_search": 200, "k_token": 100}}
 
 
@@ -238,6 +238,7 @@ def bench_pylate(row: Row, path: Path, docs: list, D: list, Q: list, qids: list[
         random.seed(0)  # the Stanford indexer samples documents with `random` and shuffles with torch
         torch.manual_seed(0)
         t = time.perf_counter()
+        index: indexes.Voyager | indexes.PLAID
         if index_type == "voyager":
             index = indexes.Voyager(index_folder=str(path), index_name="index", override=True, embedding_size=dim,
                                     **params)
@@ -263,6 +264,8 @@ def add_ratios(rows: list[Row], references: dict[str, str]) -> None:
             continue
         ref.params += " (reference)"
         for r in ok:
+            # rows without an error were measured: their build time, size and speed are set
+            assert r.build_s is not None and r.index_bytes_per_unit is not None and r.qps is not None
             r.build_x = r.build_s / ref.build_s if ref.build_s else None
             r.size_x = r.index_bytes_per_unit / ref.index_bytes_per_unit if ref.index_bytes_per_unit else None
             r.qps_x = r.qps / ref.qps if ref.qps else None
@@ -303,7 +306,7 @@ def run_dataset(spec: str, args: argparse.Namespace, models: dict[str, Any], par
                                        workdir / "pylate.log")
                 quality(row, run, exact, qrels, exact_ndcg)
                 row.struct_bytes_per_unit, row.index_bytes_per_unit, row.total_bytes_per_unit = (
-                    b / units for b in (row.struct_bytes, row.index_bytes, row.total_bytes))
+                    cast(int, b) / units for b in (row.struct_bytes, row.index_bytes, row.total_bytes))  # set by disk_bytes
             except Exception as err:  # noqa: BLE001 - a kind that cannot run here is reported, the rest goes on
                 row.error = f"{type(err).__name__}: {err}".replace("\n", " ")[:300]
             finally:
@@ -402,7 +405,7 @@ def main(argv: list[str] | None = None) -> dict:
         faiss.omp_set_num_threads(args.threads)
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     models = load_models(args)
-    result = {"command": shlex.join(["python", "-m", "mbert_retrieval.eval.bench_index", *argv]),
+    result: dict[str, Any] = {"command": shlex.join(["python", "-m", "mbert_retrieval.eval.bench_index", *argv]),
               "config": vars(args), "datasets": []}
     console = Console(width=None if sys.stdout.isatty() else 200)
     for spec in args.datasets:

@@ -24,6 +24,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, cast
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch + faiss OpenMP runtimes side by side
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -104,8 +105,8 @@ def bench_encoding(docs, model_path: str, workdir: Path, worker_counts: list[int
     owned = not ray.is_initialized()
     if owned:
         tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False,
-                 **({} if ray_address else {"num_cpus": max(worker_counts), "_temp_dir": tmp}),
+        local_args: dict[str, Any] = {} if ray_address else {"num_cpus": max(worker_counts), "_temp_dir": tmp}
+        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, **local_args,
                  runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
                                            "OMP_WAIT_POLICY": "PASSIVE"}})
     try:
@@ -161,7 +162,8 @@ def bench_search(docs, queries, model, workdir: Path, n_shards: int, show_progre
     from mbert_retrieval.distributed.sizing import ivfpq_bytes_per_vector
 
     store = encode_corpus(docs, model, "dense", workdir / f"emb-{len(docs)}", n_shards=8)  # cached, resumable
-    ids, vectors = store.merged()
+    ids, merged = store.merged()
+    vectors = cast(np.ndarray, merged)  # dense store: one (n, dim) array
     q = model.encode_queries(queries)
     by_id = {d.id: d for d in docs}
     root = workdir / "indexes"

@@ -12,7 +12,7 @@ Two ways to turn chunks back into documents:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar, cast
 
 import numpy as np
 import torch
@@ -99,7 +99,7 @@ def max_pool_chunk_scores(scores: ArrayT, owners: Sequence[int] | np.ndarray | t
     score -inf. `n_documents` defaults to max(owners) + 1.
     """
     as_numpy = not isinstance(scores, torch.Tensor)
-    s = torch.as_tensor(np.asarray(scores, dtype=np.float32)) if as_numpy else scores
+    s: torch.Tensor = scores if isinstance(scores, torch.Tensor) else torch.as_tensor(np.asarray(scores, dtype=np.float32))
     own = torch.as_tensor(np.asarray(owners) if not isinstance(owners, torch.Tensor) else owners,
                           dtype=torch.long, device=s.device)
     if own.numel() != s.shape[-1]:
@@ -108,7 +108,7 @@ def max_pool_chunk_scores(scores: ArrayT, owners: Sequence[int] | np.ndarray | t
         n_documents = int(own.max()) + 1 if own.numel() else 0
     out = torch.full((*s.shape[:-1], n_documents), float("-inf"), dtype=s.dtype, device=s.device)
     out = out.scatter_reduce(-1, own.expand_as(s), s, reduce="amax", include_self=True)
-    return out.numpy() if as_numpy else out
+    return cast(ArrayT, out.numpy() if as_numpy else out)
 
 
 def concat_chunk_vectors(vectors: Sequence[ArrayT], owners: Sequence[int], n_documents: int | None = None,
@@ -124,8 +124,8 @@ def concat_chunk_vectors(vectors: Sequence[ArrayT], owners: Sequence[int], n_doc
         groups[int(o)].append(v)
     if any(not g for g in groups):
         raise ValueError("every document needs at least one chunk")
-    cat = torch.cat if vectors and isinstance(vectors[0], torch.Tensor) else np.concatenate
-    return [g[0] if len(g) == 1 else cat(g) for g in groups]
+    cat: Callable[[list[Any]], Any] = torch.cat if vectors and isinstance(vectors[0], torch.Tensor) else np.concatenate
+    return [g[0] if len(g) == 1 else cast(ArrayT, cat(g)) for g in groups]
 
 
 def special_token_layout(tokenizer) -> tuple[int, int]:

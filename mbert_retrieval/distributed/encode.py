@@ -260,7 +260,7 @@ def _collect(store: ShardStore, ids: list[str], batches: Iterable[dict], sizes: 
                 flat = np.frombuffer(batch["vec"][j], dtype=np.float32)
                 n = int(batch["n"][j])
                 dim = dim or (flat.size // n if n else None)
-                vec = flat.reshape(n, dim if n else (dim or 0))
+                vec = flat.reshape(n, dim or 0)  # n > 0: dim is set just above
             buf = buffers.setdefault(s, {})
             buf[r] = vec
             if len(buf) == sizes[s]:

@@ -140,6 +140,7 @@ class ShardData:
         if self.lengths is None:
             return list(self.vectors)
         off = self.offsets
+        assert off is not None  # colbert shard: lengths are set
         return [self.vectors[off[i]: off[i + 1]] for i in range(len(self.ids))]
 
 
@@ -258,7 +259,7 @@ class ShardStore:
         for i in range(self.n_shards) if shards is None else shards:
             rec = self._sidecar(i)
             ok = rec is not None
-            if ok:
+            if rec is not None:
                 try:
                     verify_file(self.dir / rec.file, FileRecord(rec.sha256, rec.bytes), check_hash=verify)
                 except IndexCorruptError:

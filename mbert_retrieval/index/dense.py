@@ -15,13 +15,16 @@ import sys
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import IndexStateError
 from .storage import FileRecord, load_faiss, save_faiss
 from .vectors import VectorStore
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -96,12 +99,12 @@ class DenseIndex:
         self.store = store
         if self.config.quantization == "binary" and dim % 8:
             raise ValueError(f"binary quantization needs dim divisible by 8, got {dim}")
-        self.index = None
+        self.index: Any = None  # a faiss index once built / trained
         self.effective_type = self.config.index_type
         self.trained_params: dict[str, Any] = {}
         self._tombstones: set[int] = set()
-        self._gpu = None  # (resources, gpu index) once cloned
-        self._torch_cache = None
+        self._gpu: tuple[Any, Any] | None = None  # (resources, gpu index) once cloned
+        self._torch_cache: tuple[np.ndarray, torch.Tensor] | None = None
         if not self.needs_training:
             self.index = self._new_index()
 
@@ -268,6 +271,7 @@ class DenseIndex:
         import torch
 
         if self._torch_cache is None:
+            assert self.store is not None, "the torch backend needs the stored float vectors"
             device = "cuda" if torch.cuda.is_available() else "cpu"
             ids = self.ids()
             self._torch_cache = (ids, torch.from_numpy(self.store.get_vectors(ids)).to(device))
@@ -350,6 +354,7 @@ class DenseIndex:
         return scores[:, :k], ids[:, :k]
 
     def _rerank(self, queries: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        assert self.store is not None  # search() reranks only when the float vectors are stored
         uniq = np.unique(cand[cand >= 0])
         vecs = self.store.get_vectors(uniq) if len(uniq) else np.zeros((0, self.dim), np.float32)
         out_s = np.full((len(queries), k), -np.inf, dtype=np.float32)

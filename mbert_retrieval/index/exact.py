@@ -77,6 +77,7 @@ class ExactTokenIndex:
         budget = max(1, _SIM_BUDGET // max(1, len(q_tokens)))  # document tokens per block
         for chunk in self.store:
             rows = np.flatnonzero(np.isin(chunk.iids, searchable))
+            assert chunk.offsets is not None  # token-level chunks always carry offsets
             lengths = chunk.offsets[rows + 1] - chunk.offsets[rows]
             start = 0
             while start < len(rows):  # blocks of whole documents, about `budget` tokens each
@@ -84,6 +85,7 @@ class ExactTokenIndex:
                 stop = start + max(1, fit)
                 part = rows[start:stop]
                 vecs, offs = take_docs(chunk.vectors, chunk.offsets, part)
+                assert offs is not None  # offsets given: token ranges come back with their offsets
                 with torch.no_grad():
                     scores = maxsim_packed(q_tokens, q_lengths, as_tensor(vecs, self.device), as_tensor(np.diff(offs), self.device),
                                            dtype=self.dtype).cpu().numpy()  # fmt: skip

@@ -143,6 +143,7 @@ class PlaidIndex:
 
     def _set_ivf(self, cells: np.ndarray, docs: np.ndarray) -> None:
         order = np.lexsort((docs, cells))
+        assert self.codec is not None  # lists exist only once trained
         n_c = len(self.codec.centroids)
         self._ivf_docs = docs[order].astype(np.int32 if len(self._doc_iids) < 2**31 else np.int64)
         self._ivf_offsets = np.concatenate([[0], np.cumsum(np.bincount(cells, minlength=n_c))]).astype(np.int64)
@@ -156,6 +157,7 @@ class PlaidIndex:
             iids, codes, packed, lengths = (np.concatenate(x) for x in zip(*self._pending))
             self._pending = []
             first = len(self._doc_iids)
+            assert self.codec is not None  # add() queues documents only once trained
             if self._inv_norms is not None:
                 self._inv_norms = np.concatenate([self._inv_norms, self.codec.inverse_norms(codes, packed)])
             self._codes = np.concatenate([self._codes, codes])
@@ -253,6 +255,7 @@ class PlaidIndex:
             if exact and len(iids):
                 from ..maxsim import maxsim_rank  # torch: imported by the first search, not by `mbret info` / `delete`
 
+                assert self.store is not None  # `exact` requires the stored full vectors
                 order, best = maxsim_rank(queries[qi], self.store.get_tokens(iids), k=k)
                 iids = iids[order]
             out_s[qi, : min(k, len(best))], out_i[qi, : min(k, len(iids))] = best[:k], iids[:k]
@@ -263,6 +266,7 @@ class PlaidIndex:
         from .late_interaction import resolve_device, resolve_dtype
         from .plaid_search import PlaidTensors
 
+        assert self.codec is not None  # search() checks the index is trained
         if self._tensors is None:
             if self._inv_norms is None:
                 self._inv_norms = self.codec.inverse_norms(self._codes, self._residuals)

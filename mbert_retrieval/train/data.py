@@ -168,9 +168,9 @@ def _pick_negatives(ex: TrainExample, n: int, rng: np.random.Generator, pool: Se
     if ex.negatives:
         k = len(ex.negatives)
         idx = rng.permutation(k)[:n].tolist() if k >= n else [i % k for i in range(n)]
-        negs = [ex.negatives[i] for i in idx]
+        given = [ex.negatives[i] for i in idx]
         scores = None if ex.scores is None else [ex.scores[0]] + [ex.scores[1 + i] for i in idx]
-        return negs, scores
+        return given, scores
     negs: list[str] = []
     for _ in range(50 * n):
         cand = pool[int(rng.integers(len(pool)))]

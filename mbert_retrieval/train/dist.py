@@ -93,11 +93,13 @@ def all_reduce_gradients(params: Iterable[torch.nn.Parameter], bucket_numel: int
             p.grad = torch.zeros_like(p)
     bucket: list[torch.Tensor] = []
     size = 0
-    for p in params + [None]:  # type: ignore[list-item]
-        if p is not None:
-            bucket.append(p.grad)
-            size += p.grad.numel()
-        if bucket and (p is None or size >= bucket_numel):
+    with_end: list[torch.nn.Parameter | None] = [*params, None]  # None: flush the last bucket
+    for param in with_end:
+        if param is not None:
+            assert param.grad is not None  # set to zeros above when missing
+            bucket.append(param.grad)
+            size += param.grad.numel()
+        if bucket and (param is None or size >= bucket_numel):
             flat = torch.cat([g.reshape(-1) for g in bucket])
             dist.all_reduce(flat)
             flat /= world

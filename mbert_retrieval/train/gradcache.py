@@ -10,7 +10,7 @@ The parameter gradients equal those of one big batch (same dropout masks as the 
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +50,7 @@ def concat_reps(parts: Sequence[Rep]) -> Rep:
         return torch.cat(vecs, dim=0), None
     width = max(v.shape[1] for v in vecs)
     vecs = [F.pad(v, (0, 0, 0, width - v.shape[1])) for v in vecs]
-    masks = [F.pad(p[1], (0, width - p[1].shape[1]), value=False) for p in parts]
+    masks = [F.pad(m, (0, width - m.shape[1]), value=False) for m in (cast(torch.Tensor, p[1]) for p in parts)]
     return torch.cat(vecs, dim=0), torch.cat(masks, dim=0)
 
 
@@ -85,6 +85,7 @@ def grad_cache_step(encode: EncodeFn, queries: Sequence[str], documents: Sequenc
 
     for texts, is_query, slices, states, (full, _) in cached:
         grads = full.grad
+        assert grads is not None  # `full` requires grad and the loss was built from it
         for sl, state in zip(slices, states):
             with state:
                 v, _ = encode(texts[sl], is_query)

@@ -197,7 +197,7 @@ def mine_beir(model: Any, beir_dir: str | os.PathLike, output: str | os.PathLike
     if index is not None:
         from ..index import Index
 
-        searcher: IndexSearcher = IndexSearcher(Index.open(index, model), list(corpus), **dict(search_params or {}))
+        searcher: IndexSearcher = IndexSearcher(Index.open(Path(index), model), list(corpus), **dict(search_params or {}))
         missing = len(corpus) - len(searcher.index)
         if missing > 0:
             searcher.close()

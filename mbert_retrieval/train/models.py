@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence, cast
 
 import torch
 from torch import nn
 
 from .losses import Rep
+
+if TYPE_CHECKING:
+    from ..biencoder import BiEncoder
+    from ..colbert import ColBERT
 
 __all__ = ["load_model", "TrainEncoder", "parameter_groups"]
 
@@ -16,9 +20,10 @@ logger = logging.getLogger(__name__)
 
 
 def load_model(path: str, kind: str, device: str | torch.device | None = None, max_query_length: int | None = None,
-               max_doc_length: int | None = None, colbert_dim: int | None = None) -> nn.Module:
+               max_doc_length: int | None = None, colbert_dim: int | None = None) -> BiEncoder | ColBERT:
     """A BiEncoder or ColBERT in float32 (mixed precision is autocast), ready to train."""
     overrides: dict = {"dtype": "float32"}
+    model: BiEncoder | ColBERT
     if device is not None:
         overrides["device"] = str(device)
     if kind == "dense":
@@ -48,7 +53,7 @@ class TrainEncoder:
     model's query_length / document_length, set at load time).
     """
 
-    def __init__(self, model: nn.Module, max_query_length: int | None = None, max_doc_length: int | None = None,
+    def __init__(self, model: BiEncoder | ColBERT, max_query_length: int | None = None, max_doc_length: int | None = None,
                  autocast: bool = False):
         self.model = model
         self.kind = getattr(model, "kind", "dense")
@@ -56,7 +61,7 @@ class TrainEncoder:
         self.max_doc_length = max_doc_length
         self.autocast = autocast
         if self.kind == "dense":
-            limit = model.encoder.config.max_length
+            limit = cast("BiEncoder", model).encoder.config.max_length
             for name, value in (("max_query_length", max_query_length), ("max_doc_length", max_doc_length)):
                 if value is not None and value > limit:
                     logger.warning("%s %d exceeds the model's max_length %d; texts are cut at %d",
@@ -70,12 +75,13 @@ class TrainEncoder:
         device = self.model.device
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.autocast):
             if self.kind == "colbert":
-                vecs, mask = (self.model.forward_queries(texts) if is_query else self.model.forward_documents(texts))
+                colbert = cast("ColBERT", self.model)
+                vecs, mask = (colbert.forward_queries(texts) if is_query else colbert.forward_documents(texts))
                 return vecs.float(), mask
             return self._dense(texts, is_query).float(), None
 
     def _dense(self, texts: list[str], is_query: bool) -> torch.Tensor:
-        m = self.model
+        m = cast("BiEncoder", self.model)
         ids, prompt_len = m._tokenize(texts, is_query, self.max_query_length if is_query else self.max_doc_length)
         return m.embed_batch(m.encoder.forward_ids(ids), prompt_len)
 
