@@ -118,3 +118,44 @@ def check_queries(queries: Mapping[str, str], source: str) -> None:
         if not isinstance(text, str) or not text.strip():
             where = f"{source}: query {qid!r}" if qid else "the query"
             raise BadInput(f"{where} is empty: give some text to search for")
+
+
+def check_not_busy(index_dir: Path) -> None:
+    """Refuse at once (before the corpus is read or a model loaded) when another process holds the index's
+    writer lock; the write itself still takes the lock, so a writer that starts in between is caught there."""
+    from mbert_retrieval.index.errors import IndexStateError
+    from mbert_retrieval.index.storage import writer_lock
+
+    if not (index_dir / "manifest.json").is_file():
+        return
+    try:
+        with writer_lock(index_dir):
+            pass
+    except IndexStateError as exc:
+        raise IndexStateError(f"{exc}: try again when it has finished") from None
+    except OSError:  # a read-only folder: the write will say so
+        pass
+
+
+def check_same_corpus(index_dir: Path, doc_ids: list[str]) -> None:
+    """Re-running `mbret index` on a finished index is a no-op for the same corpus; documents it does not hold
+    mean another corpus, which `mbret add` is for (merging them silently under the name of a resume would mix
+    two corpora). An unfinished build takes them: that is the resume."""
+    from mbert_retrieval.index import DocStore, IndexManifest
+
+    if not (index_dir / "manifest.json").is_file() or not (index_dir / "docs.sqlite").is_file():
+        return
+    if IndexManifest.load(index_dir).state != "ready":
+        return
+    store = DocStore(index_dir / "docs.sqlite", readonly=True)  # ids only: no structure to load
+    try:
+        held: set[str] = set()
+        for start in range(0, len(doc_ids), 10_000):
+            held |= store.live_doc_ids(doc_ids[start : start + 10_000])
+    finally:
+        store.close()
+    new = len(doc_ids) - len(held)
+    if new:
+        raise BadInput(f"{index_dir} is a finished index and {plural(new, 'document')} of this corpus "
+                       f"{'is' if new == 1 else 'are'} not in it: use `mbret add {index_dir} CORPUS` to add "
+                       "documents to an index (`mbret index` only resumes an interrupted build)")

@@ -210,12 +210,14 @@ def parse_params(items: Sequence[str] | None, option: str = "--param") -> dict[s
 
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
 
 
 def model_options(batch_size: int | None, max_tokens: int | None, device: str | None,
                   dtype: str | None = None) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     if dtype is not None:
+        dtype = DTYPE_ALIASES.get(dtype.lower(), dtype.lower())
         if dtype not in DTYPES:
             raise BadInput(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         opts["dtype"] = dtype

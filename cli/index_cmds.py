@@ -122,6 +122,9 @@ def info_cmd(
         else:
             with Index.open(index_dir, verify=verify) as index:  # no model needed to describe it
                 info = plain_mapping(index.info())
+            if verify:  # Index.open raised on any mismatch
+                info["verified"] = ("sha256 of every structure and chunk file, every document row's checksum, "
+                                    "the BM25 table and SQLite's integrity check")
             if info.get("state") != "ready":
                 info["resume_hint"] = (f"this build was interrupted: re-run `{resume_command(Path(index_dir))}` "
                                        "(with the same corpus) to finish it")
@@ -155,6 +158,8 @@ def info_cmd(
             for row in info["shards"]:
                 shard_table.add_row(*(str(row.get(c)) for c in cols))
             out.print(shard_table)
+        if info.get("verified"):
+            out.print(f"[green]verified:[/green] {info['verified']}: all ok")
         if info.get("resume_hint"):
             err.print(f"[yellow]note:[/yellow] {info['resume_hint']}")
         if info["fallback_model"]:

@@ -7,7 +7,7 @@ from typing import Any, List
 
 import typer
 
-from ._checks import check_output_folder
+from ._checks import check_not_busy, check_output_folder, check_same_corpus
 from ._common import (RESUME_SAME, BadInput, cli_errors, err, model_options, note_fallback, out, parse_params, plural, print_json,
                       progress, status)
 from ._corpus import CorpusOptions, count_truncated, print_read_summary, read_documents, read_summary
@@ -94,9 +94,12 @@ def index_cmd(
             raise BadInput(f"{index_dir} holds a sharded index: re-run with the same --shards N to resume or "
                            "check it, or build into another folder")
         check_output_folder(index_dir, force)
+        check_not_busy(index_dir)
         with status(f"reading {corpus}", enabled=not quiet):
             docs, report = read_documents(corpus, corpus_format, text_column, id_column, title_column, txt_split,
                                           max_file_bytes)
+        if shards is None:
+            check_same_corpus(index_dir, [str(d["id"]) for d in docs])
         opts = model_options(batch_size, max_tokens, device, dtype)
         if backend == "torchrun" and not device:
             opts.update(rank_device())
@@ -184,6 +187,7 @@ def add_cmd(
 ) -> None:
     """Add documents to an index (or replace them with --update)."""
     with cli_errors(RESUME_SAME):
+        check_not_busy(index_dir)
         docs, report = read_documents(corpus, corpus_format, text_column, id_column, title_column, txt_split,
                                       max_file_bytes)
         retriever = open_retriever(index_dir, model, model_options(batch_size, max_tokens, device, dtype), quiet=quiet)
@@ -199,6 +203,9 @@ def add_cmd(
             return
         verb = "updated (re-encoded)" if update else "added"
         out.print(f"{verb} {n} of {plural(len(docs), 'document')}; the index now holds {total}")
+        if not update and n < len(docs):
+            err.print(f"{plural(len(docs) - n, 'document')} skipped: {'its id is' if len(docs) - n == 1 else 'their ids are'} "
+                      "already in the index (`--update` replaces them)")
         print_read_summary(read_info)
 
 
@@ -220,6 +227,7 @@ def delete_cmd(
             todo += [line.strip() for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()]
         if not todo:
             raise BadInput("give document ids to delete (arguments or --ids-file)")
+        check_not_busy(index_dir)
         # no model: deleting needs none (the recorded model folder may be gone); BM25 is kept up to date
         with Retriever.open(index_dir, load_model=False) as retriever:
             present = {i for i, doc in zip(todo, retriever.get(todo)) if doc is not None}

@@ -325,14 +325,28 @@ def _convert_hub(corpus_ds: Any, queries_ds: Any, qrels_ds: Any, where: str) -> 
     return BeirDataset(corpus=corpus, queries={q: all_queries[q] for q in qrels}, qrels=qrels)
 
 
+def _load_split(path: str, config: str, split: str, kw: dict[str, Any]) -> Any:
+    """Split `split` of a hub config, or its only split when it has one of another name (MTEB 2.x corpus and
+    queries configs may name theirs after the evaluation split)."""
+    try:
+        return load_dataset(path, config, split=split, **kw)
+    except ValueError as exc:
+        if "split" not in str(exc).lower():
+            raise
+        whole = load_dataset(path, config, **kw)
+        if hasattr(whole, "values") and len(whole) == 1:
+            return next(iter(whole.values()))
+        raise
+
+
 def _load_hub(task: HubTask, split: str, revision: str | None, cache_dir: Path) -> BeirDataset:
     kw = {"revision": revision, "cache_dir": str(cache_dir / "hub")}
     c_cfg, q_cfg, r_cfg = task.configs
     where = f"hf://datasets/{task.path}"
     try:
         try:
-            corpus = load_dataset(task.path, c_cfg, split="corpus", **kw)
-            queries = load_dataset(task.path, q_cfg, split="queries", **kw)
+            corpus = _load_split(task.path, c_cfg, "corpus", kw)
+            queries = _load_split(task.path, q_cfg, "queries", kw)
             qrels = load_dataset(task.path, r_cfg, split=split, **kw)
         except ValueError as first:  # config or split not found: try the older CoIR layout
             if "config" not in str(first).lower() and "split" not in str(first).lower():
@@ -355,8 +369,19 @@ def _load_hub(task: HubTask, split: str, revision: str | None, cache_dir: Path) 
     return _convert_hub(corpus, queries, qrels, where)
 
 
+# Long-document retrieval: MLDR's English subset as MTEB 2.x hosts it (configs <lang>-corpus / -queries / -qrels,
+# revision from mteb 2.26.24's task metadata). Documents run to thousands of tokens: index them with windows.
+LONG_DOC_TASKS: dict[str, HubTask] = {
+    "mldr": HubTask("mteb/MultiLongDocRetrieval", "MultiLongDocRetrieval", "837028901907a7d419b4ab906f28e011ce1cc824",
+                    ("eng-Latn",), hf_subset="en", configs=("en-corpus", "en-queries", "en-qrels")),
+}
+LONG_DOC_TASKS["mldr-en"] = LONG_DOC_TASKS["mldr"]
+
+
 def _hub_task(spec: str) -> HubTask | None:
     low = spec.lower()
+    if low in LONG_DOC_TASKS:
+        return LONG_DOC_TASKS[low]
     for prefix in ("coir/", "coir-retrieval/"):
         if low.startswith(prefix):
             name = low[len(prefix):]

@@ -278,7 +278,7 @@ class Retriever:
             if retriever.hybrid_default:
                 retriever._ensure_fts()  # before the documents: the triggers index them as they are committed
             index.add(docs, progress=progress)
-            index.finalize()
+            index.finalize(show_progress=progress is not None)
             retriever._finish_build()
         except BaseException:
             index.close()

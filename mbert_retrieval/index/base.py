@@ -162,6 +162,7 @@ class Index:
             if verify:
                 docstore.quick_check()
                 docstore.verify_rows()
+                _verify_lexical(docstore)
             snap = load_snapshot(path, docstore, keep or {}, overrides, verify)
             index = cls(path, snap.manifest, docstore, snap.store, snap.structure, model, overrides)
             index._data_version = snap.data_version
@@ -433,9 +434,9 @@ class Index:
             self._after_write()
         return len(iids)
 
-    def finalize(self) -> None:
+    def finalize(self, show_progress: bool = False) -> None:
         """Train the structure when it needs it (IVF-PQ, int8, PLAID) from the chunk files, index every
-        document and checkpoint; the index becomes "ready"."""
+        document and checkpoint; the index becomes "ready". `show_progress`: a bar over PLAID's k-means."""
         with writer_lock(self.path):
             self._sync(locked=True)
             self._bind()
@@ -445,7 +446,10 @@ class Index:
                     raise IndexStateError(f"cannot finish the build of {self.path}: no vectors to train on (add documents first)")
                 n = self.store.n_vectors
                 sample = self.store.sample(self.structure.train_sample_size(n), seed=self.structure.config.seed)
-                self.structure.train(sample, n)
+                niter = getattr(self.structure.config, "kmeans_niter", None)
+                with tqdm(total=niter, desc=f"k-means ({len(sample):,} vectors)", unit="iter",
+                          disable=not show_progress or niter is None) as bar:
+                    self.structure.train(sample, n, progress=bar.update)
             self._reconcile()
             self.manifest.state = "ready"
             self._save()
@@ -603,3 +607,15 @@ class Index:
     def __repr__(self) -> str:
         m = self.manifest
         return f"Index({str(self.path)!r}, kind={m.kind!r}, index_type={m.index_type!r}, model={m.model_id!r}, docs={len(self)}, state={m.state!r})"
+
+
+def _verify_lexical(docstore: DocStore) -> None:
+    """The BM25 table (hybrid indexes) holds exactly the live documents; checked with `verify`."""
+    from .lexical import LexicalIndex
+
+    lexical = LexicalIndex(docstore)
+    if lexical.exists():
+        try:
+            lexical.verify()
+        except ValueError as exc:
+            raise IndexCorruptError(str(exc)) from None

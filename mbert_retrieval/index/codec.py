@@ -9,7 +9,7 @@ the token norm (`inverse_norms`) instead of materialising and normalising every 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -36,15 +36,21 @@ class ResidualCodec:
     _torch_tables: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def train(cls, sample: np.ndarray, n_centroids: int, nbits: int, niter: int = 20, seed: int = 0) -> ResidualCodec:
+    def train(cls, sample: np.ndarray, n_centroids: int, nbits: int, niter: int = 20, seed: int = 0,
+              progress: Callable[[int], None] | None = None) -> ResidualCodec:
+        """Spherical k-means centroids and per-dimension residual buckets from `sample`. k-means runs one
+        iteration per FAISS call (each starting from the previous centroids), so `progress(1)` can report each."""
         import faiss
 
         sample = np.ascontiguousarray(sample, dtype=np.float32)
         dim = sample.shape[1]
         if dim % (8 // nbits):
             raise ValueError(f"dim {dim} must be divisible by {8 // nbits} to pack {nbits}-bit residuals")
-        km = faiss.Kmeans(dim, n_centroids, niter=niter, seed=seed, spherical=True, verbose=False)
-        km.train(sample)
+        km = faiss.Kmeans(dim, n_centroids, niter=1, seed=seed, spherical=True, verbose=False)
+        for it in range(max(1, niter)):
+            km.train(sample, init_centroids=None if it == 0 else km.centroids)
+            if progress is not None:
+                progress(1)
         codec = cls(_normalize(km.centroids.astype(np.float32)), np.zeros((dim, 0), np.float32), np.zeros((dim, 0), np.float32), nbits)
         residuals = sample - codec.centroids[codec.assign(sample)]
         n_buckets = 2**nbits

@@ -154,7 +154,7 @@ class DenseIndex:
         nlist = self.config.nlist or int(4 * math.sqrt(max(n_total, 1)))
         return int(min(n_total, max(self.config.max_train_points, 39 * nlist if self.config.index_type == "ivfpq" else 0)))
 
-    def train(self, sample: np.ndarray, n_total: int | None = None) -> None:
+    def train(self, sample: np.ndarray, n_total: int | None = None, progress: Any = None) -> None:
         """Train on `sample` (IVF-PQ: nlist from `n_total`; too few vectors -> flat, with a warning)."""
         c = self.config
         sample = np.ascontiguousarray(sample, dtype=np.float32)

@@ -114,12 +114,13 @@ class PlaidIndex:
         n_c = self.config.n_centroids or default_n_centroids(n_total, n_total)
         return int(min(n_total, max(self.config.max_train_tokens, 64 * n_c)))
 
-    def train(self, sample: np.ndarray, n_total: int | None = None) -> None:
+    def train(self, sample: np.ndarray, n_total: int | None = None, progress: Any = None) -> None:
+        """k-means centroids + residual codec (`progress(1)` after each k-means iteration)."""
         if len(sample) == 0:
             raise IndexStateError("cannot train a PLAID index on zero token vectors")
         c = self.config
         n = c.n_centroids or default_n_centroids(n_total or len(sample), len(sample))
-        self.codec = ResidualCodec.train(sample, min(n, len(sample)), c.nbits, c.kmeans_niter, c.seed)
+        self.codec = ResidualCodec.train(sample, min(n, len(sample)), c.nbits, c.kmeans_niter, c.seed, progress)
         self._inv_norms, self._tensors = np.zeros(0, np.float32), None
         self._ivf_offsets = np.zeros(len(self.codec.centroids) + 1, np.int64)
         if len(self.codec.centroids) > 65535:

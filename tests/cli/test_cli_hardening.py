@@ -308,3 +308,54 @@ def test_ctrl_c_promises_a_resume_only_where_there_is_one(tmp_path, tiny_modernb
     monkeypatch.setattr(Retriever, "search", interrupted)
     r = mbret("search", idx, "number")
     assert r.exit_code == 130 and "interrupted" in r.stderr and "resume" not in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------- found from outside
+def test_index_with_another_corpus_on_a_finished_index_is_refused(tmp_path, tiny_modernbert):
+    """`mbret index` on a finished index resumed with any corpus and merged it in silently."""
+    idx = tmp_path / "idx"
+    ok(mbret("index", _corpus(tmp_path), idx, "--model", tiny_modernbert, "-q"))
+    ok(mbret("index", _corpus(tmp_path), idx, "--model", tiny_modernbert, "-q"))  # the same corpus: a no-op
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"_id": "x1", "text": "another corpus"}\n')
+    res = mbret("index", other, idx, "--model", tiny_modernbert, "-q")
+    assert res.exit_code == 2 and "mbret add" in res.stderr
+    assert json.loads(ok(mbret("info", idx, "--json")))["n_documents"] == 6
+
+
+def test_a_busy_index_is_refused_before_the_model_loads(tmp_path, tiny_modernbert):
+    """A second writer loaded the model and read the corpus before being refused (24 s on a large input)."""
+    idx = tmp_path / "idx"
+    ok(mbret("index", _corpus(tmp_path), idx, "--model", tiny_modernbert, "-q"))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom mbert_retrieval.index.storage import writer_lock\n"
+         f"with writer_lock({str(idx)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        more = tmp_path / "more.jsonl"
+        more.write_text('{"_id": "n1", "text": "new"}\n')
+        for args in (("add", idx, more, "--model", "/nonexistent/model"), ("delete", idx, "d1")):
+            res = mbret(*args)  # a model that cannot load: refused before trying to load it
+            assert res.exit_code == 1 and "another process is writing" in res.stderr, res.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_info_verify_says_what_it_checked(tmp_path, tiny_modernbert):
+    idx = tmp_path / "idx"
+    ok(mbret("index", _corpus(tmp_path), idx, "--model", tiny_modernbert, "-q", "--hybrid"))
+    assert "verified" not in json.loads(ok(mbret("info", idx, "--json")))
+    assert "checksum" in json.loads(ok(mbret("info", idx, "--json", "--verify")))["verified"]
+    assert "verified:" in ok(mbret("info", idx, "--verify"))
+
+
+def test_dtype_aliases_and_add_skips_are_explained(tmp_path, tiny_modernbert):
+    idx = tmp_path / "idx"
+    ok(mbret("index", _corpus(tmp_path), idx, "--model", tiny_modernbert, "-q", "--dtype", "fp32"))
+    assert mbret("search", idx, "topic", "--dtype", "bf16").exit_code == 0
+    res = mbret("search", idx, "topic", "--dtype", "int4")
+    assert res.exit_code == 2 and "--dtype" in res.stderr
+    res = mbret("add", idx, _corpus(tmp_path))
+    assert res.exit_code == 0 and "already in the index" in res.stderr and "--update" in res.stderr

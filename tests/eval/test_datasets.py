@@ -184,3 +184,33 @@ def test_in_memory_dataset():
     data = BeirDataset(corpus={}, queries={"q": "x"}, qrels={"q": {"d": 1}}, name="mem set")
     ds = resolve_dataset(data)
     assert ds.source == "memory" and ds.name == "mem_set" and ds.data is data
+
+
+def test_mldr_by_name(monkeypatch, tmp_path):
+    """MLDR (English) by name: MTEB 2.x's copy, pinned, with its <lang>-corpus / -queries / -qrels configs.
+    (Offline here: this checks what is asked of the hub, not the hub itself.)"""
+    calls = []
+    corpus = [{"_id": "d1", "text": "a very long document " * 50}, {"_id": "d2", "text": "another"}]
+    queries = [{"_id": "q1", "text": "long document"}]
+    qrels = [{"query-id": "q1", "corpus-id": "d1", "score": 1}]
+
+    def hub(path, name=None, split=None, revision=None, cache_dir=None, **kw):
+        calls.append((path, name, split, revision))
+        if name == "en-corpus":
+            return corpus if split in (None, "corpus") else _raise(f"Unknown split {split!r}")
+        if name == "en-queries":
+            return {"test": queries} if split is None else _raise(f"Unknown split {split!r}. Should be one of ['test']")
+        if name == "en-qrels" and split == "test":
+            return qrels
+        raise ValueError(f"BuilderConfig {name!r} not found")
+
+    def _raise(msg):
+        raise ValueError(msg)
+
+    monkeypatch.setattr(dsmod, "load_dataset", hub)
+    ds = resolve_dataset("mldr", cache_dir=tmp_path)
+    rev = "837028901907a7d419b4ab906f28e011ce1cc824"
+    assert calls[0] == ("mteb/MultiLongDocRetrieval", "en-corpus", "corpus", rev)
+    assert ("mteb/MultiLongDocRetrieval", "en-queries", None, rev) in calls  # its only split, named "test"
+    assert ds.task_name == "MultiLongDocRetrieval" and ds.hf_subset == "en" and ds.revision == rev
+    assert ds.data.queries == {"q1": "long document"} and ds.data.qrels == {"q1": {"d1": 1}}
