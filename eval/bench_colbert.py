@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shlex
 import shutil
@@ -72,21 +71,15 @@ class Row:
 def timed(search_many: Callable[[list], Any], search_one: Callable[[Any], Any], queries: list, n_latency: int,
           min_time: float = 1.0) -> tuple[Any, float, float, float]:  # fmt: skip
     """(results of all queries, QPS batched, p50 ms, p99 ms of single-query searches)."""
-    search_many(queries[:2])  # warm-up: lazy loads, device tensors
-    best, spent = math.inf, 0.0
-    for _ in range(3):
-        t = time.perf_counter()
-        out = search_many(queries)
-        dt = time.perf_counter() - t
-        best, spent = min(best, dt), spent + dt
-        if spent >= min_time:
-            break
+    from mbert_retrieval.eval.bench_index import timed_search
+
+    out, qps = timed_search(search_many, queries, min_time)  # warm-up, then best of up to 3 passes
     lat = []
     for q in queries[:n_latency]:
         t = time.perf_counter()
         search_one(q)
         lat.append(time.perf_counter() - t)
-    return out, len(queries) / best, 1000 * float(np.percentile(lat, 50)), 1000 * float(np.percentile(lat, 99))
+    return out, qps, 1000 * float(np.percentile(lat, 50)), 1000 * float(np.percentile(lat, 99))
 
 
 def quality(row: Row, run: dict, exact: dict, qrels: dict) -> None:

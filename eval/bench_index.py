@@ -320,17 +320,9 @@ def run_dataset(spec: str, args: argparse.Namespace, models: dict[str, Any], par
 
 # ------------------------------------------------------------------------------------------ main
 def parse_params(items: list[str]) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        kind, dot, name = key.partition(".")
-        if not sep or not dot or kind not in KINDS:
-            raise SystemExit(f"--param expects KIND.NAME=VALUE with KIND in {list(KINDS)}, got {item!r}")
-        try:
-            out.setdefault(kind, {})[name] = json.loads(value)
-        except json.JSONDecodeError:
-            out.setdefault(kind, {})[name] = value
-    return out
+    from ._params import parse_kind_params
+
+    return parse_kind_params(items, KINDS)
 
 
 def load_models(args: argparse.Namespace) -> dict[str, Any]:

@@ -32,6 +32,7 @@ _EXPORTS = {
     "truncate_dim": "pooling",
     "Result": "retriever",
     "Retriever": "retriever",
+    "WindowConfig": "windows",
 }
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "Retriever",
     "token_budget_batches",
     "truncate_dim",
+    "WindowConfig",
 ]
 
 if TYPE_CHECKING:  # static analysers see the real names
@@ -67,6 +69,7 @@ if TYPE_CHECKING:  # static analysers see the real names
     from .maxsim import maxsim
     from .pooling import normalize, pool, truncate_dim
     from .retriever import Result, Retriever
+    from .windows import WindowConfig
 
 
 def __getattr__(name: str) -> Any:
