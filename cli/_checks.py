@@ -63,11 +63,11 @@ def resume_command(index_dir: Path) -> str:
     and retriever.json (model, kind, index type, non-default settings, chunk size, hybrid); the corpus is not
     recorded, so it stays CORPUS. Falls back to a generic form when the files cannot be read."""
     from mbert_retrieval.index import IndexManifest
-    from mbert_retrieval.retriever import _read_sidecar
+    from mbert_retrieval.sidecar import read_sidecar
 
     try:
         m = IndexManifest.load(index_dir)
-        sidecar = _read_sidecar(index_dir)
+        sidecar = read_sidecar(index_dir)
     except Exception:  # noqa: BLE001 - a damaged folder: the generic command
         return f"mbret index CORPUS {shlex.quote(str(index_dir))} ..."
     model = sidecar.get("model_path") if sidecar.get("model_id") in (None, m.model_id) else None

@@ -38,7 +38,7 @@ def read_documents(corpus: Path, corpus_format: str, text_column: str | None = N
     """The documents of `corpus` as index documents, and the `LoadReport` of what was read (format detected,
     blank documents and files skipped, with reasons). Bad options or input: BadInput / DataError (exit 2)."""
     from mbert_retrieval.data import CORPUS_FORMATS, LoadReport, ReadOptions, load_corpus
-    from mbert_retrieval.retriever import normalize_documents
+    from mbert_retrieval.documents import normalize_documents
 
     if corpus_format not in CORPUS_FORMATS:
         raise BadInput(f"--format must be one of {', '.join(CORPUS_FORMATS)}, got {corpus_format!r}")

@@ -113,7 +113,7 @@ def info_cmd(
 ) -> None:
     """Describe an index: model, kind, type, sizes, settings (sharded: totals and one row per shard)."""
     from mbert_retrieval.index import Index
-    from mbert_retrieval.retriever import RETRIEVER_FILE, _read_sidecar
+    from mbert_retrieval.sidecar import RETRIEVER_FILE, read_sidecar
     from mbert_retrieval.retriever_sharded import is_sharded
 
     with cli_errors():
@@ -128,7 +128,7 @@ def info_cmd(
             if info.get("state") != "ready":
                 info["resume_hint"] = (f"this build was interrupted: re-run `{resume_command(Path(index_dir))}` "
                                        "(with the same corpus) to finish it")
-        sidecar = _read_sidecar(Path(index_dir))
+        sidecar = read_sidecar(Path(index_dir))
         info["model_path"] = sidecar.get("model_path")
         info["hybrid"] = bool(sidecar.get("hybrid", False))
         info["fallback_model"] = bool(sidecar.get("fallback", False))

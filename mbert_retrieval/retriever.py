@@ -40,71 +40,20 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .data import DataError, Document, check_metadata, check_string, document_text, load_corpus
+from .data import document_text
+from .documents import CorpusLike, normalize_documents
 from .hybrid import BM25_DIRNAME, RRF_K, BM25Index, rrf
 from .index.lexical import LexicalIndex, fts5_available
 from .index.result import Result
 from .retriever_sharded import is_sharded, open_sharded
+from .sidecar import RETRIEVER_FILE, SIDECAR_PARAM, read_sidecar, sidecar_expected
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Retriever", "Result", "normalize_documents", "read_sidecar", "RETRIEVER_FILE", "MAX_CANDIDATES"]
 
-RETRIEVER_FILE = "retriever.json"
-SIDECAR_PARAM = "retriever"  # manifest.params key: this index has a retriever.json (set by Retriever.build)
 MAX_CANDIDATES = 100_000  # hybrid: deepest list fused per query (also capped at the number of documents)
-CorpusLike = str | os.PathLike | Iterable[Mapping[str, Any] | str | Document]
 ProgressFn = Callable[[int], None]
-
-
-# ---------------------------------------------------------------------------------------------- inputs
-_ID_KEYS = ("id", "_id", "doc_id", "docid")
-_TEXT_KEYS = ("text", "contents", "content")
-
-
-def _one_document(item: Any, n: int, where: str) -> dict[str, Any]:
-    if isinstance(item, Document):
-        return {"id": item.id, "text": item.text, "title": item.title or None, "metadata": dict(item.metadata or {})}
-    if isinstance(item, str):
-        return {"id": str(n), "text": item, "title": None, "metadata": {}}
-    if not isinstance(item, Mapping):
-        raise DataError(f"document {n}: expected a dict or a string, got {type(item).__name__}", where)
-    doc_id = next((item[k] for k in _ID_KEYS if k in item), None)
-    if doc_id is None or isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or not str(doc_id).strip():
-        raise DataError(f"document {n}: missing or invalid id (one of {', '.join(_ID_KEYS)})", where, field="id")
-    text = next((item[k] for k in _TEXT_KEYS if k in item), None)
-    if not isinstance(text, str):
-        raise DataError(f"document {n} ({doc_id!r}): missing or non-string 'text'", where, field="text")
-    title = item.get("title")
-    if title is not None and not isinstance(title, str):
-        raise DataError(f"document {n} ({doc_id!r}): 'title' must be a string", where, field="title")
-    metadata = item.get("metadata") or {}
-    if not isinstance(metadata, Mapping):
-        raise DataError(f"document {n} ({doc_id!r}): 'metadata' must be an object", where, field="metadata")
-    label = f"document {n} ({doc_id!r})"
-    check_string(text, where, None, f"{label} text")
-    if title:
-        check_string(title, where, None, f"{label} title")
-    return {"id": str(doc_id), "text": text, "title": title or None,
-            "metadata": check_metadata(metadata, where, None, f"{label} metadata")}
-
-
-def normalize_documents(corpus: CorpusLike, kind: str = "auto") -> list[dict[str, Any]]:
-    """A path (BEIR folder, JSONL, text file, folder of text or code files; see `data.load_corpus`) or an
-    iterable of dicts (`id`/`_id`, `text`, `title`, `metadata`), `Document`s or strings (ids "0", "1", ...)
-    -> index documents `{"id", "text", "title", "metadata"}`. Duplicate ids raise `DataError`."""
-    if isinstance(corpus, (str, os.PathLike)):
-        return [_one_document(d, i, str(corpus)) for i, d in enumerate(load_corpus(corpus, kind).values())]
-    if isinstance(corpus, Mapping):
-        raise DataError("corpus must be a path or a list of documents, not a single dict", "<input>")
-    docs, seen = [], set()
-    for i, item in enumerate(corpus):
-        doc = _one_document(item, i, "<input>")
-        if doc["id"] in seen:
-            raise DataError(f"document {i}: duplicate id {doc['id']!r}", "<input>", field="id")
-        seen.add(doc["id"])
-        docs.append(doc)
-    return docs
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -159,47 +108,8 @@ def _model_path(model: Any) -> str | None:
     return os.path.abspath(model_id) if model_id and os.path.isdir(model_id) else None
 
 
-def read_sidecar(path: str | os.PathLike, required: bool = False) -> dict[str, Any]:
-    """`<index>/retriever.json` as a dict ({} when absent and not `required`). A damaged file (not JSON, not
-    an object, a field of the wrong type) or a `required` one that is missing raises `IndexCorruptError`
-    naming the file: guessing would silently change how the index is searched (dense instead of hybrid)."""
-    from .index import IndexCorruptError
-
-    f = Path(path) / RETRIEVER_FILE
-    if not f.is_file():
-        if required:
-            raise IndexCorruptError(f"{f} is missing: this index was built with it (it records the model path and "
-                                    "whether BM25 is fused in); restore it, or rebuild the index")
-        return {}
-    try:
-        data = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise IndexCorruptError(f"{f} is damaged ({err}): restore it, or rebuild the index") from None
-    if not isinstance(data, dict):
-        raise IndexCorruptError(f"{f} is damaged: expected a JSON object, got {type(data).__name__}")
-    fields: dict[str, type] = {"hybrid": bool, "fallback": bool, "rrf_k": int, "model_id": str, "model_path": str,
-                               "kind": str, "fallback_message": str}
-    for name, kind in fields.items():
-        value = data.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or data[name] < 0)):
-            raise IndexCorruptError(f"{f} is damaged: field {name!r} has an invalid value {value!r}")
-    return data
-
-
-_read_sidecar = read_sidecar  # the older private name (used by `mbret info`)
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _sidecar_expected(path: Path, manifest: Any) -> bool:
-    """Whether `path` must hold a retriever.json: its manifest says the Retriever built it, or a BM25 index
-    is there (only hybrid indexes, which always have one, keep BM25 on disk)."""
-    params = getattr(manifest, "params", None) or {}
-    return bool(params.get(SIDECAR_PARAM)) or BM25Index.exists(path / BM25_DIRNAME)
 
 
 # -------------------------------------------------------------------------------------------- retriever
@@ -303,7 +213,7 @@ class Retriever:
         path = Path(index_dir)
         sharded = open_sharded(path, verify=verify, **overrides) if is_sharded(path) else None
         manifest = sharded.model_manifest if sharded is not None else IndexManifest.load(path)
-        sidecar = read_sidecar(path, required=_sidecar_expected(path, manifest))
+        sidecar = read_sidecar(path, required=sidecar_expected(path, manifest))
         options = dict(model_options or {})
         if not load_model:
             if model is not None:
