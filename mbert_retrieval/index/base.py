@@ -48,6 +48,7 @@ from ..windows import WindowConfig, check_spans, model_window_limit, split_windo
 from .docstore import DocRow, DocStore, FieldChange, WindowRow, encode_metadata
 from .errors import FilterFieldError, IndexCorruptError, IndexMismatchError, IndexStateError
 from .result import Hit, Result
+from .segments import SegmentSet
 from .manifest import FORMAT_VERSION, INDEX_TYPES, MANIFEST_NAME, IndexManifest, new_index_id
 from .structures import doc_row, flatten_vectors, make_config, query_vectors
 from .storage import TMP_PREFIX, readers_active, remove_quietly, writer_lock
@@ -60,7 +61,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Index", "Hit", "Result"]
 
-_STRUCTURE_FILE = re.compile(r"^(dense|plaid|exact)\.\d{6}\.")
+_STRUCTURE_FILE = re.compile(r"^(dense|plaid|exact|seg|codec)\.\d{6}\.")
 _PROGRESS_SLICE = 256  # documents encoded per model call (between two progress reports and commit-time checks)
 COMMIT_SECONDS = 30.0  # default: commit what is encoded at least this often (Ctrl-C loses at most that much work)
 ProgressFn = Callable[[int], None]
@@ -446,10 +447,7 @@ class Index:
                     raise IndexStateError(f"cannot finish the build of {self.path}: no vectors to train on (add documents first)")
                 n = self.store.n_vectors
                 sample = self.store.sample(self.structure.train_sample_size(n), seed=self.structure.config.seed)
-                niter = getattr(self.structure.config, "kmeans_niter", None)
-                with tqdm(total=niter, desc=f"k-means ({len(sample):,} vectors)", unit="iter",
-                          disable=not show_progress or niter is None) as bar:
-                    self.structure.train(sample, n, progress=bar.update)
+                self._train(self.structure.train, sample, n, show_progress)
             self._reconcile()
             self.manifest.state = "ready"
             self._save()
@@ -494,10 +492,21 @@ class Index:
                 self.store.unregister(c.seq)
         self._cleanup()
 
-    def compact(self) -> None:
-        """Rewrite chunk files and structure without deleted documents, and purge them from SQLite."""
+    def _train(self, train: Callable[..., None], sample: np.ndarray, n: int, show_progress: bool) -> None:
+        niter = getattr(self.structure.config, "kmeans_niter", None)
+        with tqdm(total=niter, desc=f"k-means ({len(sample):,} vectors)", unit="iter", disable=not show_progress or niter is None) as bar:
+            train(sample, n, progress=bar.update)
+
+    def compact(self, retrain: bool = False, show_progress: bool = False) -> None:
+        """Merge every segment into one and rewrite the chunk files, without deleted documents (purged from
+        SQLite too). `retrain`: train the shared state again on the current data (PLAID centroids and residual
+        buckets, IVF-PQ quantizer: when the data drifted from what the index was trained on) and re-encode
+        every row with it; a no-op for structures that train nothing."""
         with writer_lock(self.path):
             self._sync(locked=True)
+            if retrain and not self.store.n_vectors and len(self):
+                raise IndexStateError(f"retraining {self.path} needs its full vectors: build it with keep_full_vectors=true "
+                                      "(a PLAID index keeps only compressed tokens otherwise), or re-index")
             self._bind()
             self._cleanup()
             live = self.docstore.live_row_ids()
@@ -516,8 +525,19 @@ class Index:
             self.store.clear()
             for info in new_chunks:
                 self.store.register(info)
-            self.structure.compact()
+            if retrain and isinstance(self.structure, SegmentSet) and self.structure.needs_training and self.structure.is_trained:
+                self._retrain(show_progress)
+            else:
+                self.structure.compact()
             self._save()
+
+    def _retrain(self, show_progress: bool) -> None:
+        structure = self.structure
+        n = len(self.docstore.live_row_ids()) if self.manifest.kind == "dense" else int(structure.info().get("n_tokens", 0))
+        size = structure.train_sample_size(max(n, 1))
+        seed = structure.config.seed
+        sample = self.store.sample(size, seed=seed)
+        self._train(structure.retrain, sample, n, show_progress)
 
     # ----------------------------------------------------------------- search / read API
     def search(self, queries: Any, k: int = 10, filter: Mapping[str, Any] | None = None, **params: Any) -> list[list[Hit]]:

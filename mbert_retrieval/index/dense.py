@@ -15,7 +15,7 @@ import sys
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -52,6 +52,8 @@ class DenseConfig:
     exact_filter_threshold: int = 4096  # filters matching at most this many docs are scored exactly
     backend: str = "auto"  # auto | faiss | faiss-gpu | torch (exact matmul, flat only; cuda when available)
     seed: int = 0
+    segments_per_tier: int = 8  # merge policy (HNSW, IVF-PQ, int8: indexes written as segments)
+    merge_floor_rows: int = 2048  # segments up to this many rows are one tier
 
     def __post_init__(self) -> None:
         if self.index_type not in ("flat", "hnsw", "ivfpq"):
@@ -365,6 +367,66 @@ class DenseIndex:
                 s, i = topk((queries[qi] @ vecs[np.searchsorted(uniq, row)].T)[None], row, k)
                 out_s[qi], out_i[qi] = s[0], i[0]
         return out_s, out_i
+
+    # ----------------------------------------------------------------- segments (`segments.SegmentSet`)
+    segment_suffix = ".faiss"
+
+    @property
+    def persists_rows(self) -> bool:
+        """Whether a segment of this structure is written to disk (flat float / binary: rebuilt from chunks)."""
+        return not self.from_chunks
+
+    def empty_like(self) -> DenseIndex:
+        """An empty structure sharing this one's trained state (same quantizer and codebooks): a new segment."""
+        import faiss
+
+        other = DenseIndex(self.dim, self.config, self.store)
+        other.effective_type, other.trained_params = self.effective_type, dict(self.trained_params)
+        if self.index is None:
+            other.index = None
+        elif self.effective_type == self.config.index_type and not self.needs_training:
+            other.index = other._new_index()
+        else:  # trained: a copy of the trained index without its rows
+            binary = isinstance(self.index, faiss.IndexBinary)
+            data = faiss.serialize_index_binary(self.index) if binary else faiss.serialize_index(self.index)
+            other.index = faiss.deserialize_index_binary(data) if binary else faiss.deserialize_index(data)
+            other.index.reset()
+        return other
+
+    def consolidate(self) -> None:
+        """Nothing queued (FAISS adds in place)."""
+
+    def absorb(self, parts: Sequence[DenseIndex]) -> None:
+        """Add the live rows of `parts` (a merge): from the stored float vectors, with this trained state."""
+        if self.store is None:
+            raise IndexStateError("merging dense segments needs the stored float vectors")
+        ids = np.concatenate([p.ids() for p in parts]) if parts else np.zeros(0, np.int64)
+        for start in range(0, len(ids), 65536):
+            part = ids[start : start + 65536]
+            self.add(part, self.store.get_vectors(part))
+
+    def save_template(self, path: Path) -> FileRecord | None:
+        """The trained, empty index shared by every segment (IVF-PQ, int8), or None when there is nothing trained."""
+        if self.index is None or not self.needs_training or self.effective_type == "flat" and self.config.quantization is None:
+            return None
+        return save_faiss(path, self.empty_like().index)
+
+    def load_template(self, path: Path | None, state: dict[str, Any]) -> None:
+        trained = {k: v for k, v in state.items() if k not in ("trained", "segments", "next_segment", "template")}
+        self.trained_params = trained
+        self.effective_type = trained.get("effective_index_type", self.config.index_type)
+        self.index = load_faiss(path, binary=self.config.quantization == "binary") if path is not None else self._new_index()
+        self._tombstones = set()
+        self._invalidate()
+
+    def save_segment(self, path: Path) -> FileRecord:
+        """This segment's FAISS index (its rows; tombstoned rows are dropped by merges, not here)."""
+        return save_faiss(path, self.index)
+
+    def load_segment(self, path: Path) -> None:
+        self.index = load_faiss(path, binary=self.config.quantization == "binary")
+        self._tombstones = set()
+        self._invalidate()
 
     # ----------------------------------------------------------------- persistence
     def state(self) -> dict[str, Any]:

@@ -51,6 +51,8 @@ class PlaidConfig:
     seed: int = 0
     device: str = "auto"  # search device: auto (CUDA when torch sees one) | cpu | cuda | cuda:N
     dtype: str = "auto"  # search matmul inputs: auto (bf16 on CUDA / CPUs with native bf16) | float32 | bfloat16
+    segments_per_tier: int = 8  # merge policy: see merge_policy.TieredMergePolicy
+    merge_floor_rows: int = 2048  # segments up to this many documents are one tier
 
     def __post_init__(self) -> None:
         from .late_interaction import DTYPES, check_device_name
@@ -120,10 +122,14 @@ class PlaidIndex:
             raise IndexStateError("cannot train a PLAID index on zero token vectors")
         c = self.config
         n = c.n_centroids or default_n_centroids(n_total or len(sample), len(sample))
-        self.codec = ResidualCodec.train(sample, min(n, len(sample)), c.nbits, c.kmeans_niter, c.seed, progress)
+        self._set_codec(ResidualCodec.train(sample, min(n, len(sample)), c.nbits, c.kmeans_niter, c.seed, progress))
+
+    def _set_codec(self, codec: ResidualCodec) -> None:
+        """Use `codec` (trained: centroids + residual buckets) for an index holding no documents yet."""
+        self.codec = codec
         self._inv_norms, self._tensors = np.zeros(0, np.float32), None
-        self._ivf_offsets = np.zeros(len(self.codec.centroids) + 1, np.int64)
-        if len(self.codec.centroids) > 65535:
+        self._ivf_offsets = np.zeros(len(codec.centroids) + 1, np.int64)
+        if len(codec.centroids) > 65535:
             self._codes = self._codes.astype(np.int32)
 
     # ----------------------------------------------------------------- updates
@@ -275,6 +281,70 @@ class PlaidIndex:
             self._tensors = PlaidTensors.build(self.codec, device, resolve_dtype(self.config.dtype, device), self._codes, self._residuals,
                                                self._inv_norms, self._doc_offsets, self._ivf_offsets, self._ivf_docs)  # fmt: skip
         return self._tensors
+
+    # ----------------------------------------------------------------- segments (`segments.SegmentSet`)
+    segment_suffix = ".safetensors"
+    persists_rows = True
+
+    def empty_like(self) -> PlaidIndex:
+        """An empty index sharing this one's codec: a new segment."""
+        other = PlaidIndex(self.dim, self.config, self.store)
+        if self.codec is not None:
+            other._set_codec(self.codec)
+        return other
+
+    def consolidate(self) -> None:
+        """Fold queued additions into the arrays (before writing a segment)."""
+        self._consolidate()
+
+    def absorb(self, parts: Sequence[PlaidIndex]) -> None:
+        """Add the live documents of `parts` (a merge): codes and residuals as they are when `parts` share this
+        index's codec (nothing is re-encoded); after a retrain (another codec), compressed again from the full
+        vectors (`keep_full_vectors`): re-compressing decompressed tokens would compound the quantization error."""
+        assert self.codec is not None  # segments are made from a trained template
+        for part in parts:
+            part._consolidate()
+            keep = np.flatnonzero(part._alive)
+            if not len(keep):
+                continue
+            tok, lengths = _token_index(part._doc_offsets, keep)
+            if part.codec is self.codec:
+                codes, packed = np.asarray(part._codes[tok], self._codes.dtype), np.asarray(part._residuals[tok])
+            else:
+                if self.store is None or not self.config.keep_full_vectors:
+                    raise IndexStateError("re-encoding a PLAID index with a new codec needs its full vectors (keep_full_vectors)")
+                vectors = self.store.get_tokens(part._doc_iids[keep])
+                codes, packed = self.codec.compress(np.concatenate(vectors) if vectors else np.zeros((0, self.dim), np.float32))
+                codes = codes.astype(self._codes.dtype)
+                lengths = np.array([len(v) for v in vectors], dtype=np.int64)
+            self._pending.append((part._doc_iids[keep], codes, packed, lengths))
+        self._consolidate()
+
+    def save_template(self, path: Path) -> FileRecord | None:
+        """The codec every segment shares (centroids, bucket cutoffs and weights)."""
+        if self.codec is None:
+            return None
+        codec = {"centroids": self.codec.centroids, "cutoffs": self.codec.cutoffs, "weights": self.codec.weights}
+        return save_arrays(path, codec, metadata={"nbits": str(self.codec.nbits)})
+
+    def load_template(self, path: Path | None, state: dict[str, Any]) -> None:
+        if path is None:
+            raise IndexStateError("a trained PLAID index needs its codec file (manifest params.state.template)")
+        a = load_arrays(path)
+        self._set_codec(ResidualCodec(np.array(a["centroids"]), np.array(a["cutoffs"]), np.array(a["weights"]), self.config.nbits))
+
+    def save_segment(self, path: Path) -> FileRecord:
+        """This segment's documents: codes, residuals, doc ids/offsets, deleted flags and inverted lists."""
+        self._consolidate()
+        return save_arrays(path, self._arrays())
+
+    def load_segment(self, path: Path) -> None:
+        a = load_arrays(path, mmap=True)
+        self._codes, self._residuals, self._doc_iids = a["codes"], a["residuals"], np.array(a["doc_iids"])
+        self._doc_offsets, self._alive = np.array(a["doc_offsets"]), np.array(a["alive"])
+        self._ivf_offsets, self._ivf_docs = np.array(a["ivf_offsets"]), a["ivf_docs"]
+        self._pending, self._prune, self._order = [], False, None
+        self._inv_norms, self._tensors = None, None
 
     # ----------------------------------------------------------------- size / persistence
     def _arrays(self) -> dict[str, np.ndarray]:

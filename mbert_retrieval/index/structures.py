@@ -145,14 +145,21 @@ def doc_row(doc: Mapping[str, Any]) -> tuple[str, str, str | None, dict | None]:
 
 
 def make_structure(kind: str, index_type: str, quantization: str | None, dim: int, params: Mapping[str, Any], store: VectorStore) -> Any:
-    """The search structure of an index: DenseIndex, PlaidIndex or ExactTokenIndex."""
+    """The search structure of an index: segments (`SegmentSet`) of a DenseIndex (HNSW, IVF-PQ, int8) or a
+    PlaidIndex; a DenseIndex (flat over floats or binary codes) or an ExactTokenIndex rebuilt from the chunks."""
+    from .merge_policy import TieredMergePolicy
+    from .segments import SegmentSet
+
     config: Any = make_config(kind, index_type, quantization, params)
     if kind == "dense":
-        return DenseIndex(dim, config, store)
+        dense = DenseIndex(dim, config, store)
+        if dense.from_chunks:
+            return dense
+        return SegmentSet(dense, TieredMergePolicy(config.segments_per_tier, config.merge_floor_rows))
     if index_type == "plaid":
         from .plaid import PlaidIndex
 
-        return PlaidIndex(dim, config, store)
+        return SegmentSet(PlaidIndex(dim, config, store), TieredMergePolicy(config.segments_per_tier, config.merge_floor_rows))
     from .exact import ExactTokenIndex  # imports torch
 
     return ExactTokenIndex(dim, store)

@@ -21,6 +21,7 @@ from .docstore import DocStore
 from .errors import IndexCorruptError
 from .manifest import IndexManifest
 from .storage import read_lease, verify_file
+from .segments import SegmentSet, check_segment_state
 from .structures import make_structure
 from .vectors import VectorStore, take_docs
 
@@ -58,7 +59,12 @@ def load_vectors(path: Path, manifest: IndexManifest, docstore: DocStore, overri
     not_structure = (*BUILD_PARAMS, *OWNER_PARAMS, *INDEX_PARAMS, "state")
     params = {k: v for k, v in {**manifest.params, **(overrides or {})}.items() if k not in not_structure}
     structure = make_structure(manifest.kind, manifest.index_type, manifest.quantization, manifest.dim, params, store)
-    structure.load(path, manifest.generation, manifest.params.get("state", {}))
+    state = manifest.params.get("state", {})
+    if isinstance(structure, SegmentSet):
+        check_segment_state(state)
+        structure.load(path, manifest.generation, state, manifest.file_records())
+    else:
+        structure.load(path, manifest.generation, state)
     return store, structure
 
 

@@ -192,13 +192,13 @@ def test_crash_during_checkpoint_keeps_old_manifest(tmp_path, monkeypatch, dense
     assert len(back) == 30 and _structure_ids(back) == _live_iids(back)
     assert back.search(docs[25]["text"], k=1)[0][0].doc_id == "d25"
     back.add([])  # a writer cleans up the orphan structure file of the failed checkpoint
-    assert sorted(p.name for p in (tmp_path / "ix").glob("dense.*")) == sorted(back.manifest.files)
+    assert sorted(p.name for p in (tmp_path / "ix").glob("seg.*")) == sorted(back.manifest.files)
 
 
 def test_corrupt_and_truncated_files(tmp_path, dense_model):
     Index.build(tmp_path / "ix", make_docs(30), "dense", "hnsw", dense_model, chunk_size=10).close()
     root = tmp_path / "ix"
-    faiss_file = next(root.glob("dense.*.faiss"))
+    faiss_file = next(root.glob("seg.*.faiss"))
     data = bytearray(faiss_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
     faiss_file.write_bytes(bytes(data))
@@ -286,7 +286,7 @@ def test_autosave_off_and_explicit_save(tmp_path, dense_model):
     back.close()
     index.save()
     assert index.manifest.generation == generation + 1
-    assert len(list((tmp_path / "ix").glob("dense.*.faiss"))) == 1
+    assert len(list((tmp_path / "ix").glob("seg.*.faiss"))) == 2  # the build's segment and one with the later rows
     with pytest.raises(ValueError, match="k must"):
         index.search("w1", k=0)
     assert index.search([], k=3) == []
@@ -354,11 +354,11 @@ def test_flat_vectors_are_stored_once(tmp_path, dense_model, quantization):
     before = index.search(docs[7]["text"], k=5)
     index.delete(["d3"])
     index.close()
-    assert not list((tmp_path / "ix").glob("dense.*"))
+    assert not list((tmp_path / "ix").glob("dense.*")) and not list((tmp_path / "ix").glob("seg.*"))
     back = Index.open(tmp_path / "ix", dense_model)
     assert len(back) == 119 and _structure_ids(back) == _live_iids(back)
     after = back.search(docs[7]["text"], k=5)
     assert [h.doc_id for h in after[0]][:4] == [h.doc_id for h in before[0] if h.doc_id != "d3"][:4]
     assert after[0][0].doc_id == "d7"
     Index.build(tmp_path / "hnsw", docs, "dense", "hnsw", dense_model).close()
-    assert len(list((tmp_path / "hnsw").glob("dense.*.faiss"))) == 1
+    assert len(list((tmp_path / "hnsw").glob("seg.*.faiss"))) == 1

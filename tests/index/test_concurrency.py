@@ -23,6 +23,9 @@ KINDS = {
     "hnsw": ("dense", "hnsw", {"hnsw_m": 8, "ef_construction": 32}),
     "ivfpq": ("dense", "ivfpq", {"nlist": 8, "pq_nbits": 4, "min_train_points": 200}),
     "plaid": ("colbert", "plaid", {"n_centroids": 16}),
+    # small merge settings: nearly every write merges segments while the readers load and search
+    "plaid-merging": ("colbert", "plaid", {"n_centroids": 16, "segments_per_tier": 2, "merge_floor_rows": 4}),
+    "hnsw-merging": ("dense", "hnsw", {"hnsw_m": 8, "ef_construction": 32, "segments_per_tier": 2, "merge_floor_rows": 4}),
 }
 
 
@@ -170,6 +173,11 @@ def test_readers_beside_a_writer_quick(tmp_path):
     _run(tmp_path, "flat", seconds=4)
 
 
+def test_readers_beside_a_writer_merging_segments_quick(tmp_path):
+    """Merges replace segment files while readers open and search: no false corruption, no failed write."""
+    _run(tmp_path, "plaid-merging", seconds=5)
+
+
 
 
 @pytest.mark.slow
@@ -207,17 +215,18 @@ def test_catching_up_never_takes_the_writer_lock(tmp_path):
 
 
 def test_writer_keeps_files_a_loading_reader_may_need(tmp_path):
-    """While a reader holds a read lease, a checkpoint keeps the previous generation's structure file;
-    the first write after the lease is gone removes it."""
+    """While a reader holds a read lease, a merge keeps the segment files it replaced; the first write after
+    the lease is gone removes them. Adds keep every segment file (they only write new ones)."""
     from mbert_retrieval.index.storage import read_lease
 
     writer, rng = _small(tmp_path, "hnsw")
     root = tmp_path / "ix"
+    writer.add([{"id": "x0", "text": "x"}], vectors=_vectors("dense", 1, rng))
     old = set(writer.manifest.files)
-    assert old
+    assert len(old) == 2 and old <= {p.name for p in root.iterdir()}
     with read_lease(root):
-        writer.add([{"id": "x1", "text": "x"}], vectors=_vectors("dense", 1, rng))
-        assert old <= {p.name for p in root.iterdir()}
+        writer.compact()  # one segment replaces both
+        assert old <= {p.name for p in root.iterdir()} and not old & set(writer.manifest.files)
     writer.add([{"id": "x2", "text": "x"}], vectors=_vectors("dense", 1, rng))
     assert not old & {p.name for p in root.iterdir()} and set(writer.manifest.files) <= {p.name for p in root.iterdir()}
     writer.close()
@@ -242,7 +251,7 @@ def test_stale_lease_of_a_dead_reader_is_ignored(tmp_path):
 
 
 def test_reader_that_loses_a_race_retries_from_a_fresh_manifest(tmp_path, monkeypatch):
-    """A reader read the manifest, then a writer checkpointed (and removed that generation's files: the
+    """A reader read the manifest, then a writer merged segments (and removed the files it replaced: the
     reader took no lease, as in a folder it may not write to) before the reader read the rest: not
     corruption, the reader loads the newer state."""
     from mbert_retrieval.index import sync
@@ -250,9 +259,10 @@ def test_reader_that_loses_a_race_retries_from_a_fresh_manifest(tmp_path, monkey
     from mbert_retrieval.index.manifest import IndexManifest
 
     writer, rng = _small(tmp_path, "hnsw")
-    stale = IndexManifest.load(tmp_path / "ix")
     writer.add([{"id": "x0", "text": "x"}], vectors=_vectors("dense", 1, rng))
-    assert not (tmp_path / "ix" / next(iter(stale.files))).exists()
+    stale = IndexManifest.load(tmp_path / "ix")
+    writer.compact()
+    assert not any((tmp_path / "ix" / name).exists() for name in stale.files)
     real, calls = IndexManifest.load, []
 
     def load(directory):

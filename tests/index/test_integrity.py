@@ -85,16 +85,6 @@ def test_chunk_path_outside_the_folder_is_refused(tmp_path, name):
     assert outside.exists()
 
 
-def test_sharded_manifest_shard_names_stay_inside(tmp_path):
-    from mbert_retrieval.distributed.sharded_index import SHARDED_MANIFEST, ShardedManifest
-
-    data = {"kind": "dense", "index_type": "flat", "model_id": "m", "dim": 4, "state": "ready",
-            "shards": [{"name": "shard-00000"}, {"name": "../elsewhere"}]}  # fmt: skip
-    (tmp_path / SHARDED_MANIFEST).write_text(json.dumps(data))
-    with pytest.raises(IndexCorruptError, match="sharded.json names the file '../elsewhere'"):
-        ShardedManifest.load(tmp_path)
-
-
 def _make_format_1(root):
     """Turn a fresh index folder into what format 1 wrote: no index id anywhere, no row checksums."""
     manifest = json.loads((root / "manifest.json").read_text())
@@ -261,20 +251,3 @@ def test_open_rereads_a_manifest_that_another_process_outdated(tmp_path, monkeyp
         Index.open(root, verify=False)
 
 
-def test_sharded_filter_on_a_field_only_some_shards_have(tmp_path, dense_model):
-    """Each shard checks the filter itself: a field missing from one shard only is no error."""
-    from mbert_retrieval.distributed.sharded_index import ShardedIndex, ShardedManifest, ShardEntry, _manifest_sha
-
-    docs = make_docs(20)
-    for d in docs[10:]:
-        d["metadata"]["topic"] = "x"
-    entries = []
-    for i, part in enumerate((docs[:10], docs[10:])):
-        Index.build(tmp_path / f"shard-{i:05d}", part, "dense", "flat", dense_model).close()
-        entries.append(ShardEntry(f"shard-{i:05d}", 10, _manifest_sha(tmp_path / f"shard-{i:05d}")))
-    ShardedManifest("dense", "flat", "fake/dense", 32, shards=entries, state="ready").save(tmp_path)
-    with ShardedIndex.open(tmp_path, dense_model) as sharded:
-        hits = sharded.search(docs[15]["text"], k=3, filter={"topic": "x"})
-        assert hits[0][0].doc_id == "d15" and all(h.metadata["topic"] == "x" for h in hits[0])
-        with pytest.raises(FilterFieldError, match="'tpoic'"):
-            sharded.search(docs[15]["text"], k=3, filter={"tpoic": "x"})

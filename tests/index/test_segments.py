@@ -1,0 +1,285 @@
+"""Segments: a write adds a segment file and leaves the others untouched, merges keep results and purge
+tombstones, a crash at any write point of an add that merges (or of a compact) loses nothing, folders of
+the format before segments open, and the merge policy bounds the segment count."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mbert_retrieval.index.base import Index
+from mbert_retrieval.index.merge_policy import TieredMergePolicy
+from mbert_retrieval.index.segments import SegmentSet
+
+from .test_update_atomic import CrashPoints, Kill
+
+DIM = 16
+KINDS = {
+    "hnsw": ("dense", "hnsw", {"hnsw_m": 8, "ef_construction": 64}),
+    "ivfpq": ("dense", "ivfpq", {"nlist": 4, "pq_nbits": 4, "min_train_points": 100}),
+    "int8": ("dense", "flat", {}),
+    "plaid": ("colbert", "plaid", {"n_centroids": 16}),
+}
+MERGE = {"segments_per_tier": 3, "merge_floor_rows": 8}
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _vectors(kind: str, n: int, rng: np.random.Generator) -> list[np.ndarray]:
+    if kind == "dense":
+        return list(_unit(rng.standard_normal((n, DIM))))
+    return [_unit(rng.standard_normal((int(rng.integers(3, 8)), DIM))) for _ in range(n)]
+
+
+def _docs(prefix: str, n: int) -> list[dict]:
+    return [{"id": f"{prefix}{i}", "text": f"text {prefix}{i}"} for i in range(n)]
+
+
+def _build(path: Path, name: str, n: int = 200, seed: int = 0, **extra) -> tuple[Index, np.random.Generator, list]:
+    kind, index_type, params = KINDS[name]
+    quantization = "int8" if name == "int8" else None
+    rng = np.random.default_rng(seed)
+    index = Index.create(path, kind, index_type, model_id="fake/random", dim=DIM, quantization=quantization, **params, **extra)
+    vectors = _vectors(kind, n, rng)
+    index.add(_docs("b", n), vectors=vectors)
+    index.finalize()
+    return index, rng, vectors
+
+
+def _check(index: Index) -> None:
+    ids = index.structure.ids().tolist()
+    assert len(ids) == len(set(ids)) and set(ids) == set(index.docstore.live_row_ids().tolist())
+
+
+@pytest.mark.parametrize("name", KINDS)
+def test_add_writes_a_new_segment_and_leaves_the_others(tmp_path, name):
+    index, rng, _ = _build(tmp_path / "ix", name)
+    assert isinstance(index.structure, SegmentSet)
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (tmp_path / "ix").iterdir() if p.is_file()}
+    kind = KINDS[name][0]
+    index.add(_docs("n", 3), vectors=_vectors(kind, 3, rng))
+    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (tmp_path / "ix").iterdir() if p.is_file()}
+    structure_files = [n for n in before if n.startswith(("seg.", "codec."))]
+    assert structure_files and all(after[n] == before[n] for n in structure_files)  # not rewritten
+    new = [n for n in after if n.startswith("seg.") and n not in before]
+    assert len(new) == 1 and new[0] in index.manifest.files
+    assert index.info()["structure"]["segments"] == 2
+    back = Index.open(tmp_path / "ix")
+    _check(back)
+    assert len(back) == 203 and back.info()["structure"]["segments"] == 2
+
+
+@pytest.mark.parametrize("name", ["hnsw", "plaid"])
+def test_merges_keep_results_and_purge_tombstones(tmp_path, name):
+    """Many small adds (merged by the policy) and deletes, then compact: the same ranking as the same rows
+    fanned out over segments, no deleted row anywhere, the segment count stays bounded."""
+    kind = KINDS[name][0]
+    index, rng, base = _build(tmp_path / "ix", name, n=60, **MERGE)
+    added: dict[str, np.ndarray] = {}
+    for j in range(25):
+        docs = _docs(f"a{j}_", 3)
+        vecs = _vectors(kind, 3, rng)
+        index.add(docs, vectors=vecs)
+        added.update({d["id"]: v for d, v in zip(docs, vecs)})
+        if j % 4 == 0:
+            index.delete([f"a{j}_0", f"b{j}"])
+        assert index.info()["structure"]["segments"] <= (MERGE["segments_per_tier"] - 1) * 4  # 4 tiers up to 216 rows
+    gone = {f"a{j}_0" for j in range(0, 25, 4)} | {f"b{j}" for j in range(0, 25, 4)}
+    queries = [added[k] for k in list(added)[1:40:3]]
+    params = {"ef_search": 400} if kind == "dense" else {"ncandidates": 10_000, "ndocs": 10_000, "nprobe": 16}
+    k = 8
+    q = np.stack(queries) if kind == "dense" else queries
+    fanned = index.search(q, k=k, **params)
+    assert not gone & {h.doc_id for row in fanned for h in row}
+    index.compact()
+    info = index.info()["structure"]
+    assert info["segments"] == 1 and (info["tombstones"] == 0 if kind == "dense" else info["live_documents"] == len(index))
+    merged = index.search(q, k=k, **params)
+    for a, b in zip(fanned, merged):
+        assert [h.doc_id for h in a] == [h.doc_id for h in b]
+        np.testing.assert_allclose([h.score for h in a], [h.score for h in b], atol=1e-5)
+    back = Index.open(tmp_path / "ix")
+    _check(back)
+    assert len(back) == 60 + 75 - len(gone)
+    for a, b in zip(merged, back.search(q, k=k, **params)):
+        assert [h.doc_id for h in a] == [h.doc_id for h in b]
+
+
+def test_fanned_out_search_equals_one_segment_with_exact_scores(tmp_path):
+    """HNSW segments searched wide enough are exact: the fan-out over segments returns the brute-force top-k."""
+    index, rng, base = _build(tmp_path / "ix", "hnsw", n=40, **MERGE)
+    vectors = {f"b{i}": v for i, v in enumerate(base)}
+    for j in range(6):
+        vecs = _vectors("dense", 5, rng)
+        index.add(_docs(f"a{j}_", 5), vectors=vecs)
+        vectors.update({f"a{j}_{i}": v for i, v in enumerate(vecs)})
+    assert index.info()["structure"]["segments"] > 1
+    ids = list(vectors)
+    matrix = np.stack([vectors[i] for i in ids])
+    q = _unit(rng.standard_normal((5, DIM)))
+    exact = q @ matrix.T
+    for row, hits in zip(exact, index.search(q, k=10, ef_search=500)):
+        order = np.argsort(-row)[:10]
+        assert [h.doc_id for h in hits] == [ids[i] for i in order]
+        np.testing.assert_allclose([h.score for h in hits], row[order], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["hnsw", "plaid"])
+@pytest.mark.parametrize("operation", ["add", "compact"])
+def test_crash_at_every_write_point_of_a_merge(tmp_path, monkeypatch, name, operation):
+    """kill -9 (simulated) at every write point of an add that triggers a merge, or of a compact: the folder
+    opens with the old or the new state, nothing lost or duplicated, and a rerun finishes the work."""
+    kind = KINDS[name][0]
+    base_dir = tmp_path / "base"
+    index, rng, _ = _build(base_dir, name, n=40, **MERGE)
+    for j in range(2):  # two small segments: the next add makes three in tier 0 -> merged
+        index.add(_docs(f"s{j}_", 2), vectors=_vectors(kind, 2, rng))
+    index.delete(["b1", "s0_0"])
+    index.close()
+    docs, vecs = _docs("new", 2), _vectors(kind, 2, rng)
+    expected = ({f"b{i}" for i in range(40)} | {"s0_1", "s1_0", "s1_1"}) - {"b1"}
+    crash = CrashPoints(monkeypatch)
+    at, outcomes = 0, set()
+    while True:
+        at += 1
+        folder = tmp_path / f"run{at}"
+        shutil.copytree(base_dir, folder)
+        crash.arm(at)
+        target = Index.open(folder)
+        try:
+            target.add(docs, vectors=vecs) if operation == "add" else target.compact()
+        except Kill:
+            killed = True
+        else:
+            killed = False
+        target.close()
+        crash.arm(0)
+        back = Index.open(folder)
+        _check(back)
+        live = {d for d in expected | {"new0", "new1"} if d in back}
+        assert live in (expected, expected | {"new0", "new1"}), f"write point {at}: {sorted(live ^ expected)}"
+        outcomes.add(len(live))
+        back.add(docs, vectors=vecs) if operation == "add" else back.compact()
+        _check(back)
+        assert len(back) == len(expected) + (2 if operation == "add" else 0)
+        assert back.info()["structure"]["segments"] == (2 if operation == "add" else 1)  # the add merged the small ones
+        assert {n for n in back.manifest.files} <= {p.name for p in folder.iterdir()}
+        back.add([], vectors=[])  # a writer removes the orphans of the killed write
+        orphans = {p.name for p in folder.iterdir() if p.name.startswith(("seg.", "codec."))} - set(back.manifest.files)
+        assert not orphans, f"write point {at}: files left behind {orphans}"
+        back.close()
+        shutil.rmtree(folder)
+        if not killed:
+            break
+    assert at > 4
+
+
+def test_folder_written_before_segments_opens_as_one_segment(tmp_path):
+    """Format of the previous release: one whole structure file per generation (`plaid.GGGGGG.safetensors`,
+    codec included), no segment list. It opens and searches as it is; the next write keeps it as a segment."""
+    from mbert_retrieval.index.manifest import IndexManifest
+
+    index, rng, base = _build(tmp_path / "ix", "plaid", n=50)
+    want = index.search(base[:5], k=5)
+    whole = index.structure.segments[0].structure
+    whole.codec = index.structure.template.codec
+    generation = index.manifest.generation
+    record = whole.save(tmp_path / "ix", generation)  # the old whole-structure writer
+    manifest = IndexManifest.load(tmp_path / "ix")
+    manifest.files = {n: r.__dict__ for n, r in record.items()}
+    manifest.params["state"] = {"trained": True, "n_centroids": 16}
+    index.close()
+    manifest.save(tmp_path / "ix")
+    for p in (tmp_path / "ix").glob("seg.*"):
+        p.unlink()
+    for p in (tmp_path / "ix").glob("codec.*"):
+        p.unlink()
+    back = Index.open(tmp_path / "ix")
+    got = back.search(base[:5], k=5)
+    assert [[h.doc_id for h in r] for r in got] == [[h.doc_id for h in r] for r in want]
+    back.add(_docs("n", 2), vectors=_vectors("colbert", 2, rng))
+    files = set(back.manifest.files)
+    assert f"plaid.{generation:06d}.safetensors" in files and any(n.startswith("codec.") for n in files)
+    back.close()
+    again = Index.open(tmp_path / "ix")
+    assert len(again) == 52 and again.info()["structure"]["segments"] == 2
+    assert json.loads((tmp_path / "ix" / "manifest.json").read_text())["params"]["state"]["segments"][0]["id"] == 0
+
+
+def test_merge_policy_bounds_segments_and_rewrites():
+    policy = TieredMergePolicy(segments_per_tier=4, floor_rows=10)
+    segments: list[tuple[int, int, int]] = []
+    written = 0
+    next_id = 0
+    for _ in range(500):  # 500 commits of 5 rows
+        segments.append((next_id, 5, 5))
+        next_id += 1
+        written += 5
+        for group in policy.find_merges(segments):
+            rows = sum(s[2] for s in segments if s[0] in group)
+            segments = [s for s in segments if s[0] not in group] + [(next_id, rows, rows)]
+            next_id += 1
+            written += rows
+        assert len(segments) <= 3 * (1 + 4)
+    assert sum(s[2] for s in segments) == 2500
+    assert written < 2500 * 7  # each row rewritten a logarithmic number of times
+    assert policy.find_merges([(1, 100, 10), (2, 100, 90)]) == [[1]]  # mostly deleted: expunged
+    with pytest.raises(ValueError):
+        TieredMergePolicy(segments_per_tier=1)
+
+
+def _reconstruction(index: Index, ids: list[str], vectors: list[np.ndarray]) -> float:
+    """Mean cosine between the stored (decompressed) tokens of PLAID documents and their original tokens."""
+    seg = index.structure.segments[0].structure
+    iids = [index.docstore.get([i])[0].iid for i in ids]
+    pos = seg._positions(np.array(iids))
+    cos = []
+    for p, v in zip(pos, vectors):
+        a, b = seg._doc_offsets[p], seg._doc_offsets[p + 1]
+        cos.append(float(np.mean(np.sum(seg.codec.decompress(np.asarray(seg._codes[a:b]), np.asarray(seg._residuals[a:b])) * v, axis=1))))
+    return float(np.mean(cos))
+
+
+@pytest.mark.parametrize("name", ["ivfpq", "plaid"])
+def test_retrain_after_drift_reencodes_every_row(tmp_path, name):
+    """Data that drifted away from what the index was trained on: `compact(retrain=True)` trains the shared
+    state again (a new codec / quantizer file) and re-encodes every live row into one segment with it."""
+    kind = KINDS[name][0]
+    index, rng, _ = _build(tmp_path / "ix", name, n=150, **({"keep_full_vectors": True, "rerank": False} if kind == "colbert" else {}))
+    drifted = _vectors(kind, 150, rng)
+    for v in drifted:  # a subspace the training data did not concentrate on
+        v[..., 8:] = 0
+        v /= np.linalg.norm(v, axis=-1, keepdims=True)
+    index.add(_docs("d", 150), vectors=drifted)
+    index.compact()  # one segment, old codec
+    old_template = index.structure.template_name
+    q = np.stack(drifted[:40]) if kind == "dense" else drifted[:40]
+    params = {"nprobe": 4, "rerank": False} if kind == "dense" else {"nprobe": 16, "ncandidates": 1000, "ndocs": 1000}
+    found = lambda ix: sum(r[0].doc_id == f"d{i}" for i, r in enumerate(ix.search(q, k=1, **params)))  # noqa: E731
+    before = found(index)
+    if kind == "colbert":
+        cos_before = _reconstruction(index, [f"d{i}" for i in range(40)], drifted[:40])
+    index.compact(retrain=True)
+    assert index.info()["structure"]["segments"] == 1 and index.structure.template_name != old_template
+    assert old_template not in index.manifest.files and not (tmp_path / "ix" / old_template).exists()
+    assert found(index) >= before
+    if kind == "colbert":
+        assert _reconstruction(index, [f"d{i}" for i in range(40)], drifted[:40]) > cos_before + 0.01
+    back = Index.open(tmp_path / "ix")
+    _check(back)
+    assert len(back) == 300 and found(back) == found(index)
+
+
+def test_retrain_without_full_vectors_is_refused(tmp_path):
+    from mbert_retrieval.index.errors import IndexStateError
+
+    index, _, base = _build(tmp_path / "ix", "plaid", n=60)
+    with pytest.raises(IndexStateError, match="keep_full_vectors"):
+        index.compact(retrain=True)
+    assert len(Index.open(tmp_path / "ix")) == 60
