@@ -2,17 +2,22 @@
 
 Folder layout::
 
-    manifest.json                 kind, model, dim, params, checksums of the structure files, state
-    docs.sqlite                   documents, internal ids, chunk registry (SQLite, WAL)
-    chunks/NNNNNNNN.safetensors   float32 vectors, one file per encoded chunk of documents
-    dense.GGGGGG.faiss            FAISS structure (dense) of checkpoint generation G
-    plaid.GGGGGG.safetensors      compressed token structure (ColBERT / PLAID)
+    manifest.json                 kind, model, dim, params, the live segments, sha256 of every structure file
+    docs.sqlite                   documents, internal ids, deleted flags (the tombstones), chunk registry, BM25
+    chunks/NNNNNNNN.safetensors   float32 vectors, one file per committed chunk of documents
+    seg.NNNNNN.dense.faiss        one immutable segment: the FAISS index of its rows (HNSW, IVF-PQ, int8)
+    seg.NNNNNN.plaid.safetensors  one immutable segment: compressed tokens + inverted lists of its documents
+    codec.GGGGGG.*                what segments share, trained once: IVF-PQ quantizer, PLAID codec
 
 Write protocol (crash-safe, resumable): documents are encoded chunk by chunk; each chunk file is written
-atomically, *then* its documents are committed in SQLite in one transaction (the commit point). The
-search structure is a checkpoint: written under a new generation name, then the manifest is atomically
-replaced to point to it. On open the structure is reconciled with SQLite by internal id (missing ids are
-re-added from chunk files, removed ones dropped), so a crash anywhere loses nothing and duplicates nothing.
+atomically, *then* its documents are committed in SQLite in one transaction (the commit point of the
+documents). The search structure is made of segments (`segments.SegmentSet`): a checkpoint writes the new
+rows as one new segment file (and the merges the policy asks for), then atomically replaces the manifest
+that lists the live segments (the commit point of the structure); no existing file is rewritten, so an add
+costs O(rows added). On open the segments are reconciled with SQLite by internal id (rows missing from
+every segment are re-added from chunk files, deleted ones dropped), so a crash anywhere loses nothing and
+duplicates nothing. Flat dense indexes (floats, binary codes) and exact ColBERT keep no structure file:
+they are rebuilt from the chunk files on open.
 Documents are committed every `chunk_size` documents or `commit_seconds` of encoding, whichever comes first;
 an update's metadata-only changes are committed in the same transaction as the next chunk (old-or-new).
 Readers (open, catching up) load a consistent snapshot (`sync.py`) under a read lease and never take the
@@ -183,7 +188,7 @@ class Index:
             return
         keep = {k: v for k, v in self.manifest.params.items() if k in _BUILD_PARAMS}
         try:
-            snap = load_snapshot(self.path, self.docstore, keep, self._overrides, verify=False)
+            snap = load_snapshot(self.path, self.docstore, keep, self._overrides, verify=False, previous=self.structure)
         except (IndexCorruptError, OSError) as exc:
             if locked:
                 raise
@@ -610,6 +615,7 @@ class Index:
             window=self.manifest.params.get("window"),
             n_deleted=self.docstore.count(include_deleted=True) - len(self),
             n_chunks=len(self.store),
+            n_segments=int(self.structure.info().get("segments", 1 if len(self) else 0)),
             disk_bytes=sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file()),
             structure=self.structure.info(),
         )

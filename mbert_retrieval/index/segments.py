@@ -25,6 +25,7 @@ Folders written before segments (one whole structure file per generation) open a
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -262,8 +263,17 @@ class SegmentSet:
             keep.append(seg)
         self.segments = keep
 
-    def load(self, directory: str | Path, generation: int, state: dict[str, Any], records: Mapping[str, FileRecord] | None = None) -> None:
-        """Load the template and every segment the manifest lists (files already checked against it)."""
+    def loaded_records(self) -> dict[str, FileRecord]:
+        """The files this set was loaded from or wrote (name -> record): immutable, reusable by a reload."""
+        out = {s.file: s.record for s in self.segments if s.file is not None and s.record is not None}
+        if self.template_name is not None and self.template_record is not None:
+            out[self.template_name] = self.template_record
+        return out
+
+    def load(self, directory: str | Path, generation: int, state: dict[str, Any], records: Mapping[str, FileRecord] | None = None,
+             previous: SegmentSet | None = None) -> None:  # fmt: skip
+        """Load the template and every segment the manifest lists (files already checked against it). With
+        `previous` (a reload), the template and segments it holds under the same file and checksum are reused."""
         directory, records = Path(directory), dict(records or {})
         self.segments, self._ids_cache = [], {}
         if not state.get("trained"):
@@ -271,12 +281,21 @@ class SegmentSet:
         if "segments" not in state:  # a folder written before segments: its whole structure is one segment
             self._load_legacy(directory, generation, state, records)
             return
-        self.template.load_template(directory / state["template"] if state.get("template") else None, state)
         self.template_name = state.get("template")
         self.template_record = records.get(self.template_name) if self.template_name else None
+        reuse: dict[str, Segment] = {}
+        if previous is not None and previous.template_name == self.template_name and previous.template.is_trained \
+                and (self.template_name is None or previous.template_record == self.template_record):  # fmt: skip
+            self.template = _rebind(previous.template, self.template.store)  # same trained state (PLAID: same codec object)
+            reuse = {s.file: s for s in previous.segments if s.file is not None and s.record is not None and records.get(s.file) == s.record}
+        else:
+            self.template.load_template(directory / self.template_name if self.template_name else None, state)
         self.next_id = int(state.get("next_segment", 1))
         for entry in state["segments"]:
             name = entry["file"]
+            if (old := reuse.get(name)) is not None and old.id == int(entry["id"]):
+                self.segments.append(Segment(old.id, _rebind(old.structure, self.template.store), name, old.record, old.rows))
+                continue
             seg = Segment(int(entry["id"]), self.template.empty_like(), name, records.get(name), int(entry.get("rows", 0)))
             seg.structure.load_segment(directory / name)
             self.segments.append(seg)
@@ -311,6 +330,17 @@ class SegmentSet:
         """PLAID: bytes per stored token over all segments."""
         info = self.info()
         return float(info.get("bytes_per_token", 0.0))
+
+
+def _rebind(structure: Any, store: Any) -> Any:
+    """A shallow copy of a loaded structure that reads full vectors from `store` (the new snapshot's chunk
+    registry); the arrays / FAISS index are shared, the in-memory tombstones copied, so the previous
+    snapshot is left as it was."""
+    out = copy.copy(structure)
+    out.store = store
+    if isinstance(getattr(out, "_tombstones", None), set):
+        out._tombstones = set(out._tombstones)
+    return out
 
 
 def check_segment_state(state: Mapping[str, Any]) -> None:

@@ -44,25 +44,29 @@ class Snapshot(NamedTuple):
 
 
 def load_vectors(path: Path, manifest: IndexManifest, docstore: DocStore, overrides: Mapping[str, Any] | None,
-                 verify: bool) -> tuple[VectorStore, Any]:  # fmt: skip
+                 verify: bool, previous: Any = None) -> tuple[VectorStore, Any]:  # fmt: skip
     """Chunk registry and search structure of `manifest`. The document store and the chunk files must be
     bound to the manifest (index id, generation: cheap, on every open). The structure files are read whole
     anyway, so their sha256 is always checked (a same-size corruption is caught on every open); the
-    memory-mapped chunk files only with `verify`."""
+    memory-mapped chunk files only with `verify`. `previous`: the structure this process loaded before
+    (catching up): its segments that the manifest still lists, under the same name and checksum, are
+    immutable and are reused as they are (neither read nor hashed again), so catching up costs O(new data)."""
     binding = docstore.check_binding(manifest.index_id, manifest.generation)
     store = VectorStore(path, manifest.kind, manifest.dim, manifest.index_id, binding.first_chunk)
     for chunk in docstore.chunks():
         store.verify(chunk, check_hash=verify)
         store.register(chunk)
+    known = previous.loaded_records() if isinstance(previous, SegmentSet) else {}
     for name, record in manifest.file_records().items():
-        verify_file(path / name, record, check_hash=True)
+        if known.get(name) != record:
+            verify_file(path / name, record, check_hash=True)
     not_structure = (*BUILD_PARAMS, *OWNER_PARAMS, *INDEX_PARAMS, "state")
     params = {k: v for k, v in {**manifest.params, **(overrides or {})}.items() if k not in not_structure}
     structure = make_structure(manifest.kind, manifest.index_type, manifest.quantization, manifest.dim, params, store)
     state = manifest.params.get("state", {})
     if isinstance(structure, SegmentSet):
         check_segment_state(state)
-        structure.load(path, manifest.generation, state, manifest.file_records())
+        structure.load(path, manifest.generation, state, manifest.file_records(), previous if isinstance(previous, SegmentSet) else None)
     else:
         structure.load(path, manifest.generation, state)
     return store, structure
@@ -94,7 +98,7 @@ def reconcile(docstore: DocStore, store: VectorStore, structure: Any) -> None:
 
 
 def load_snapshot(path: Path, docstore: DocStore, keep: Mapping[str, Any], overrides: Mapping[str, Any] | None,
-                  verify: bool) -> Snapshot:  # fmt: skip
+                  verify: bool, previous: Any = None) -> Snapshot:  # fmt: skip
     """Read the manifest (with the session settings `keep` put back into its params), then the store in one
     read transaction, the files they name, and reconcile, all under a read lease; retry from a fresh manifest
     when a writer moved the index on meanwhile (see the module docstring)."""
@@ -105,7 +109,7 @@ def load_snapshot(path: Path, docstore: DocStore, keep: Mapping[str, Any], overr
             manifest.params.update(keep)
             try:
                 with docstore.snapshot():
-                    store, structure = load_vectors(path, manifest, docstore, overrides, verify)
+                    store, structure = load_vectors(path, manifest, docstore, overrides, verify, previous)
                     reconcile(docstore, store, structure)
                 return Snapshot(manifest, store, structure, version)
             except (IndexCorruptError, FileNotFoundError):

@@ -283,3 +283,32 @@ def test_retrain_without_full_vectors_is_refused(tmp_path):
     with pytest.raises(IndexStateError, match="keep_full_vectors"):
         index.compact(retrain=True)
     assert len(Index.open(tmp_path / "ix")) == 60
+
+
+@pytest.mark.parametrize("name", ["hnsw", "plaid"])
+def test_catching_up_reloads_only_new_segments(tmp_path, monkeypatch, name):
+    """A long-lived reader (a server) catching up with another process's add reads the new segment only: the
+    segments it has are immutable and reused (not read nor hashed again), and deletes are applied."""
+    from mbert_retrieval.index import storage, sync
+
+    kind = KINDS[name][0]
+    writer, rng, base = _build(tmp_path / "ix", name, n=80)
+    reader = Index.open(tmp_path / "ix")
+    q = np.stack(base[:3]) if kind == "dense" else base[:3]
+    reader.search(q, k=3)
+    old_files = set(reader.manifest.files)
+    vecs = _vectors(kind, 4, rng)
+    writer.add(_docs("n", 4), vectors=vecs)
+    writer.delete(["b0"])
+    hashed: list[str] = []
+    real = storage.verify_file
+    monkeypatch.setattr(sync, "verify_file", lambda path, record, check_hash=True: (hashed.append(Path(path).name), real(path, record, check_hash))[1])
+    hits = reader.search(vecs[0] if kind == "dense" else vecs[0], k=1)
+    assert hits[0][0].doc_id == "n0" and len(reader) == 83
+    assert hashed and not old_files & set(hashed)  # only the new segment was read and checked
+    assert "b0" not in {h.doc_id for h in reader.search(q, k=5)[0]}
+    _check(reader)
+    writer.compact()  # everything replaced: the reader loads the merged segment
+    hits = reader.search(q, k=3)
+    assert reader.info()["structure"]["segments"] == 1 and "b0" not in {h.doc_id for r in hits for h in r}
+    _check(reader)
