@@ -45,6 +45,7 @@ INDEX_COLUMNS: list[Column] = [
     ("add files written", lambda r: _size(r.get("add_written_bytes"))),
     ("rewrite %", lambda r: _f(None if r.get("add_rewrite_fraction") is None else 100 * r["add_rewrite_fraction"], ".1f")),
     ("add wchar", lambda r: _size(r.get("add_io_wchar"))),
+    ("wchar %", lambda r: _f(None if r.get("add_io_wchar") is None else 100 * r["add_io_wchar"] / max(1, r["index_bytes"]), ".2f")),
     ("add write_bytes", lambda r: _size(r.get("add_io_write_bytes"))),
     ("found", lambda r: "-" if r.get("add_found") is None else f"{r['add_found']}/{r['add_docs']}"),
     ("RSS MB start", lambda r: _mb(r.get("rss_start"))),
@@ -73,7 +74,7 @@ NOTES = (
     "indexed documents) whose source is in the top k. add: the given number of documents added to the ready "
     "index; 'add files written' = sizes of the files it created, replaced or changed in place (SQLite: counted "
     "whole, an upper bound); rewrite % = that / the index's bytes; wchar / write_bytes: /proc/self/io deltas "
-    "(bytes passed to write calls / sent to the block layer). found: added documents returned by a search with "
+    "(bytes passed to write calls / sent to the block layer); wchar % = wchar / the index's bytes. found: added documents returned by a search with "
     "their own vectors. Memory: RSS before the build and peak RSS (getrusage) of a fresh process per row. "
     "run s (cpu): wall and CPU seconds of that process (start, data generation and every phase)."
 )

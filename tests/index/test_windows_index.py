@@ -337,3 +337,21 @@ def test_docstore_rows_of_documents_with_and_without_windows(tmp_path):
     store.verify_rows()
     assert store.purge_deleted() == 1 and store.window_map()[0].tolist() == [] and store.windows_of([1]) == {}
     store.close()
+
+
+def test_one_huge_document_shows_its_own_encoding_progress(tmp_path):
+    """A document split into thousands of windows is encoded in one model call: with progress on, that call
+    shows a bar of its own (minutes without a sign of life otherwise); short slices keep the quiet call."""
+    seen: list[tuple[int, bool]] = []
+
+    class Recording(WindowDense):
+        def encode_documents(self, texts, show_progress=False):
+            seen.append((len(texts), show_progress))
+            return super().encode_documents(texts)
+
+    huge = {"id": "huge", "text": " ".join(f"w{i % 300}" for i in range(14 * 1100))}  # 1,100 windows of 14 words
+    Index.build(tmp_path / "ix", [*make_docs(5), huge], "dense", "flat", Recording(), window=WindowConfig(overlap=0), show_progress=True).close()
+    assert max(seen)[0] > 1024 and max(seen)[1] is True
+    seen.clear()
+    Index.build(tmp_path / "small", make_docs(50), "dense", "flat", Recording(), window=WindowConfig(overlap=0), show_progress=True).close()
+    assert seen and not any(show for _, show in seen)
