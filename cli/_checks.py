@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+from itertools import islice
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from ._common import BadInput, plural
 
@@ -16,12 +17,12 @@ _INDEX_LEFTOVERS = ("docs.sqlite", ".lock", ".tmp-", "retriever.json", "chunks",
 
 
 def is_index_folder(path: Path) -> bool:
-    """A single index, a sharded index, or a sharded build that has started encoding."""
-    from mbert_retrieval.retriever_sharded import is_sharded
+    """An index, a sharded build that has started encoding, or a folder of the former sharded layout."""
+    from mbert_retrieval.distributed.legacy import is_legacy_sharded
 
     from ._sharded import sharded_build_started
 
-    return (path / "manifest.json").is_file() or is_sharded(path) or sharded_build_started(path)
+    return (path / "manifest.json").is_file() or is_legacy_sharded(path) or sharded_build_started(path)
 
 
 def check_output_folder(index_dir: Path, force: bool) -> None:
@@ -79,37 +80,45 @@ def resume_command(index_dir: Path) -> str:
     words += _non_default_settings(m.kind, m.index_type, m.params)
     if int(m.params.get("chunk_size", 4096)) != 4096:
         words += ["--chunk-size", str(m.params["chunk_size"])]
+    if (shards := _embedding_shards(index_dir)) is not None:
+        words += ["--shards", str(shards)]
     if sidecar.get("hybrid"):
         words.append("--hybrid")
     return " ".join(words)
 
 
+def _embedding_shards(index_dir: Path) -> int | None:
+    """The shard count of a sharded build still in progress in `index_dir` (its embedding shards), else None."""
+    from mbert_retrieval.distributed import EMBEDDINGS_DIR, ShardStore
+
+    if not (index_dir / EMBEDDINGS_DIR / "shards.json").is_file():
+        return None
+    try:
+        return ShardStore.open(index_dir / EMBEDDINGS_DIR).n_shards
+    except Exception:  # noqa: BLE001 - a damaged shard manifest: no hint
+        return None
+
+
 def require_finished(index_dir: Path) -> None:
     """Searching an interrupted build would rank only the documents committed so far (or fail deep inside
-    the index): refuse it and say how to finish the build."""
+    the index): refuse it and say how to finish the build. A folder of the former sharded layout is refused
+    with the command that rebuilds it (`LegacyShardedError`, exit 2)."""
+    from mbert_retrieval.distributed.legacy import check_not_legacy_sharded
     from mbert_retrieval.index import IndexManifest
-    from mbert_retrieval.retriever_sharded import is_sharded
 
     from ._sharded import sharded_build_started
 
     index_dir = Path(index_dir)
-    if is_sharded(index_dir) or sharded_build_started(index_dir):
-        if not is_sharded(index_dir) or _sharded_state(index_dir) != "ready":
-            raise BadInput(f"{index_dir} is an interrupted sharded build: re-run the same `mbret index ... --shards N` "
-                           "command to finish it")
-        return
+    check_not_legacy_sharded(index_dir)
+    if sharded_build_started(index_dir):
+        raise BadInput(f"{index_dir} is a sharded build interrupted while encoding (no index yet): re-run the same "
+                       "`mbret index ... --shards N` command to finish it")
     if not (index_dir / "manifest.json").is_file():
         return  # not an index: opening it says so
     m = IndexManifest.load(index_dir)
     if m.state != "ready":
         raise BadInput(f"{index_dir} is an interrupted build ({plural(m.n_documents, 'document')} so far): re-run "
                        f"`{resume_command(index_dir)}` (with the same corpus) to finish it")
-
-
-def _sharded_state(index_dir: Path) -> str:
-    from mbert_retrieval.distributed.sharded_index import ShardedManifest
-
-    return ShardedManifest.load(index_dir).state
 
 
 def check_queries(queries: Mapping[str, str], source: str) -> None:
@@ -137,10 +146,11 @@ def check_not_busy(index_dir: Path) -> None:
         pass
 
 
-def check_same_corpus(index_dir: Path, doc_ids: list[str]) -> None:
+def check_same_corpus(index_dir: Path, doc_ids: Iterable[str]) -> None:
     """Re-running `mbret index` on a finished index is a no-op for the same corpus; documents it does not hold
     mean another corpus, which `mbret add` is for (merging them silently under the name of a resume would mix
-    two corpora). An unfinished build takes them: that is the resume."""
+    two corpora). An unfinished build takes them: that is the resume. `doc_ids` is read (in batches) only for a
+    finished index."""
     from mbert_retrieval.index import DocStore, IndexManifest
 
     if not (index_dir / "manifest.json").is_file() or not (index_dir / "docs.sqlite").is_file():
@@ -148,13 +158,12 @@ def check_same_corpus(index_dir: Path, doc_ids: list[str]) -> None:
     if IndexManifest.load(index_dir).state != "ready":
         return
     store = DocStore(index_dir / "docs.sqlite", readonly=True)  # ids only: no structure to load
+    new, ids = 0, iter(doc_ids)
     try:
-        held: set[str] = set()
-        for start in range(0, len(doc_ids), 10_000):
-            held |= store.live_doc_ids(doc_ids[start : start + 10_000])
+        while batch := list(islice(ids, 10_000)):
+            new += len(batch) - len(store.live_doc_ids(batch))
     finally:
         store.close()
-    new = len(doc_ids) - len(held)
     if new:
         raise BadInput(f"{index_dir} is a finished index and {plural(new, 'document')} of this corpus "
                        f"{'is' if new == 1 else 'are'} not in it: use `mbret add {index_dir} CORPUS` to add "

@@ -1,10 +1,11 @@
-"""The corpus side of `mbret index` / `mbret add`: input-format options, reading with a load report, the
-count of documents the model will cut at its maximum length, and the summary printed at the end of a run."""
+"""The corpus side of `mbret index` / `mbret add`: input-format options, reading with a load report (lazily:
+the corpus streams into the index, see `documents.DocumentStream`), the count of documents the model will cut
+at its maximum length, and the summary printed at the end of a run."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator
 
 import typer
 
@@ -34,11 +35,15 @@ class CorpusOptions:
 
 def read_documents(corpus: Path, corpus_format: str, text_column: str | None = None,
                    id_column: str | None = None, title_column: str | None = None,
-                   txt_split: str = "auto", max_file_bytes: int = 1_000_000) -> tuple[list[dict[str, Any]], Any]:
-    """The documents of `corpus` as index documents, and the `LoadReport` of what was read (format detected,
-    blank documents and files skipped, with reasons). Bad options or input: BadInput / DataError (exit 2)."""
-    from mbert_retrieval.data import CORPUS_FORMATS, LoadReport, ReadOptions, load_corpus
-    from mbert_retrieval.documents import normalize_documents
+                   txt_split: str = "auto", max_file_bytes: int = 1_000_000) -> tuple[Any, Any]:
+    """The documents of `corpus` as a `DocumentStream` of index documents (read lazily, again at each
+    iteration; `len()` is exact and costs one reading pass until a pass has finished; `estimate()` is a cheap
+    progress total), and the `LoadReport` of what was read (format detected, blank documents and files
+    skipped, with reasons), complete once a pass has finished. The path, the options and the first document
+    are checked here; bad input further on raises when it is reached. Bad options or input: BadInput /
+    DataError (exit 2)."""
+    from mbert_retrieval.data import CORPUS_FORMATS, LoadReport, ReadOptions
+    from mbert_retrieval.documents import DocumentStream
 
     if corpus_format not in CORPUS_FORMATS:
         raise BadInput(f"--format must be one of {', '.join(CORPUS_FORMATS)}, got {corpus_format!r}")
@@ -53,8 +58,7 @@ def read_documents(corpus: Path, corpus_format: str, text_column: str | None = N
     options = ReadOptions(text_unit=txt_split, text_column=text_column, id_column=id_column, title_column=title_column,
                           max_file_bytes=max_file_bytes)
     report = LoadReport()
-    docs = normalize_documents(load_corpus(corpus, corpus_format, options, report=report).values())
-    return docs, report
+    return DocumentStream(corpus, corpus_format, options, report), report
 
 
 def _format_of(corpus: Path, corpus_format: str) -> str:
@@ -63,11 +67,10 @@ def _format_of(corpus: Path, corpus_format: str) -> str:
     return detect_format(corpus) if corpus_format == "auto" and corpus.exists() else corpus_format
 
 
-def count_truncated(model: Any, docs: Sequence[dict[str, Any]], index: Any = None) -> tuple[int, int] | None:
-    """(documents longer than what the model encodes, that length in tokens), counted with the model's own
-    tokenizer (special tokens and prompt included); None when nothing is cut (the model's chunking or the
-    index's windows split long documents) or the model has no tokenizer to count with. Costs one tokenizer
-    pass, a small fraction of encoding."""
+def _truncation_setup(model: Any, index: Any) -> tuple[Any, int, int, str] | None:
+    """(tokenizer, token limit, extra tokens, prompt) to count truncated documents with, or None when
+    nothing is cut (the model's chunking or the index's windows split long documents) or the model has no
+    tokenizer to count with."""
     config = getattr(model, "config", None)
     encoder = getattr(model, "encoder", None)
     tokenizer = getattr(encoder, "tokenizer", None)
@@ -75,20 +78,67 @@ def count_truncated(model: Any, docs: Sequence[dict[str, Any]], index: Any = Non
     windows = (getattr(getattr(index, "manifest", None), "params", None) or {}).get("window")
     if tokenizer is None or not limit or getattr(config, "chunking", None) is not None or windows:
         return None
-    from mbert_retrieval.chunking import tokenize_untruncated
-    from mbert_retrieval.data import document_text
-
     extra = 0
     prompt = getattr(config, "document_prompt", "") or ""
     if getattr(model, "kind", None) == "colbert":
         limit = min(int(limit), int(getattr(config, "document_length", limit)))
         extra = 1  # the [D] marker
-    texts = [document_text(d) for d in docs]
-    n = 0
-    for start in range(0, len(texts), _TRUNCATION_BATCH):
-        ids = tokenize_untruncated(tokenizer, texts[start:start + _TRUNCATION_BATCH], prompt)
-        n += sum(len(x) + extra > limit for x in ids)
-    return n, int(limit)
+    return tokenizer, int(limit), extra, prompt
+
+
+class TruncationCounter:
+    """Counts, as documents stream past (`wrap`), those longer than what the model encodes: the corpus is read
+    once, for the index and the count together. `result()`: what `count_truncated` returns, for the documents
+    seen so far."""
+
+    def __init__(self, model: Any, index: Any = None):
+        self._setup = _truncation_setup(model, index)
+        self.n = 0
+
+    def _count(self, batch: list[dict[str, Any]]) -> None:
+        from mbert_retrieval.chunking import tokenize_untruncated
+        from mbert_retrieval.data import document_text
+
+        assert self._setup is not None
+        tokenizer, limit, extra, prompt = self._setup
+        ids = tokenize_untruncated(tokenizer, [document_text(d) for d in batch], prompt)
+        self.n += sum(len(x) + extra > limit for x in ids)
+
+    def _counted(self, docs: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        batch: list[dict[str, Any]] = []
+        for doc in docs:
+            batch.append(doc)
+            if len(batch) == _TRUNCATION_BATCH:
+                self._count(batch)
+                yield from batch
+                batch = []
+        if batch:
+            self._count(batch)
+            yield from batch
+
+    def wrap(self, docs: Iterable[dict[str, Any]]) -> Any:
+        """`docs` (checked index documents, e.g. a `DocumentStream`), counted as they pass, in batches of
+        a few hundred; passed through unchanged when nothing is cut."""
+        from mbert_retrieval.documents import CheckedDocuments
+
+        return docs if self._setup is None else CheckedDocuments(self._counted(docs))
+
+    def result(self) -> tuple[int, int] | None:
+        return None if self._setup is None else (self.n, self._setup[1])
+
+
+def count_truncated(model: Any, docs: Iterable[dict[str, Any]], index: Any = None) -> tuple[int, int] | None:
+    """(documents longer than what the model encodes, that length in tokens), counted with the model's own
+    tokenizer (special tokens and prompt included); None when nothing is cut (the model's chunking or the
+    index's windows split long documents) or the model has no tokenizer to count with. Costs one tokenizer
+    pass, a small fraction of encoding; `docs` is read once, a batch at a time (`TruncationCounter` counts
+    during the indexing pass instead)."""
+    counter = TruncationCounter(model, index)
+    if counter.result() is None:
+        return None
+    for _ in counter.wrap(docs):
+        pass
+    return counter.result()
 
 
 def read_summary(report: Any, truncated: tuple[int, int] | None) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""The sharded side of `mbret index` / `mbret info` (`--shards`, `--ray`, torchrun): option checks, the
-build, and the description of a sharded folder (finished or still building)."""
+"""The sharded side of `mbret index` / `mbret info` (`--shards`, `--ray`, torchrun): option checks, the build
+(the encoding split into shards, then one ordinary index) and the description of a build still encoding."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def check_shard_options(shards: int | None, ray: str | None, workers: int | None
     if shards is not None and shards < 1:
         raise BadInput(f"--shards must be >= 1, got {shards}")
     if ray is not None and shards is None:
-        raise BadInput("--ray encodes the shards of a sharded index: give --shards N too")
+        raise BadInput("--ray encodes the corpus in shards on a Ray cluster: give --shards N too")
     if ray is not None and not ray.strip():
         raise BadInput("--ray needs an address: ray://HOST:10001, auto or local")
     if workers is not None and ray is None:
@@ -55,16 +55,16 @@ def rank_device() -> dict[str, Any]:
 
 
 def index_sharded(corpus: Path, index_dir: Path, docs, loaded, kind: str, index_type: str, n_shards: int,
-                   backend: str, ray: str | None, workers: int | None, hybrid: bool, model_kwargs: dict[str, Any],
-                   json_out: bool, quiet: bool, read_info: dict[str, Any], **params: Any) -> None:
+                  backend: str, ray: str | None, workers: int | None, hybrid: bool, model_kwargs: dict[str, Any],
+                  json_out: bool, quiet: bool, read_info: dict[str, Any], **params: Any) -> None:
+    """`mbret index --shards N`: the encoding split into N embedding shards (workers), then one ordinary index."""
     import os
 
-    from mbert_retrieval.retriever_sharded import build_sharded_retriever, sharded_resume_count
+    from mbert_retrieval.retriever import Retriever
 
-    resumed = sharded_resume_count(index_dir)
-    retriever = build_sharded_retriever(index_dir, docs, loaded, kind, index_type, n_shards=n_shards,
-                                        backend=backend, ray_address=ray, num_workers=workers, hybrid=hybrid,
-                                        show_progress=not quiet, model_kwargs=model_kwargs, **params)
+    retriever = Retriever.build_sharded(index_dir, docs, loaded, kind, index_type, n_shards=n_shards, backend=backend,
+                                        ray_address=ray, num_workers=workers, hybrid=hybrid, model_options=model_kwargs,
+                                        show_progress=not quiet, **params)
     summary: dict[str, Any] = {"index": str(index_dir), "corpus": str(corpus), "kind": kind, "index_type": index_type,
                                "model_id": loaded.model_id, "shards": n_shards, "backend": backend, "hybrid": hybrid}
     if retriever is None:  # torchrun rank > 0
@@ -72,45 +72,43 @@ def index_sharded(corpus: Path, index_dir: Path, docs, loaded, kind: str, index_
         if json_out:
             print_json(summary)
         else:
-            out.print(f"rank {summary['rank']}: encoded its shards of {index_dir}; rank 0 builds the shard indexes")
+            out.print(f"rank {summary['rank']}: encoded its shards of {index_dir}; rank 0 builds the index")
         return
     with retriever:
-        summary.update(documents=len(retriever), resumed_from=min(resumed, len(retriever)),
+        rows = retriever.info()
+        summary.update(documents=len(retriever), windows=rows.get("n_windows", len(retriever)),
+                       split_documents=rows.get("n_split_documents", 0), resumed_from=retriever.resumed_from,
                        fallback_model=bool(retriever.fallback_message), **read_info)
     if json_out:
         print_json(summary)
         return
     if summary["resumed_from"]:
         err.print(f"resumed: {plural(summary['resumed_from'], 'document')} already done")
-    out.print(f"[green]indexed[/green] {plural(summary['documents'], 'document')} into {index_dir} ({n_shards} shards, "
-              f"{kind}/{index_type}, {backend} encoding, model {loaded.model_id})")
+    split = (f"; {plural(summary['split_documents'], 'long document')} split into windows, "
+             f"{plural(summary['windows'], 'row')} in all" if summary["split_documents"] else "")
+    out.print(f"[green]indexed[/green] {plural(summary['documents'], 'document')} into {index_dir} ({kind}/{index_type}, "
+              f"encoding split into {n_shards} shards, {backend}, model {loaded.model_id}{split})")
     print_read_summary(read_info)
 
 
 def sharded_build_started(index_dir: Path) -> bool:
-    """An interrupted `mbret index --shards` that has not written sharded.json yet (still encoding)."""
-    from mbert_retrieval.distributed.sharded_index import EMBEDDINGS_DIR
+    """An interrupted `mbret index --shards` that is still encoding (embedding shards, no index yet)."""
+    from mbert_retrieval.distributed import EMBEDDINGS_DIR
 
     return not (Path(index_dir) / "manifest.json").exists() and (Path(index_dir) / EMBEDDINGS_DIR).is_dir()
 
 
-def describe_sharded(index_dir: Path, verify: bool) -> dict[str, Any]:
-    """`mbret info` of a sharded folder: finished (every shard opened, with --verify checksummed) or a build
-    still in progress (what the manifests say, and how to resume)."""
-    from mbert_retrieval.distributed import ShardedIndex, ShardedManifest
-    from mbert_retrieval.retriever_sharded import is_sharded, sharded_info, sharded_resume_count
+def describe_encoding(index_dir: Path) -> dict[str, Any]:
+    """`mbret info` of a sharded build interrupted while encoding (no index yet): what is done, how to resume."""
+    from mbert_retrieval.distributed import EMBEDDINGS_DIR, ShardStore, resume_count
 
-    m = ShardedManifest.load(Path(index_dir)) if is_sharded(index_dir) else None
-    if m is not None and m.state == "ready":
-        with ShardedIndex.open(index_dir, verify=verify) as sharded:
-            return plain_mapping(sharded_info(sharded))
-    info: dict[str, Any] = {"sharded": True, "state": "building" if m is not None else "encoding",
-                            "n_documents_done": sharded_resume_count(index_dir),
-                            "resume_hint": "this sharded build was interrupted: re-run the same `mbret index ... "
-                                           "--shards N` command to resume it"}
-    if m is not None:
-        info.update(kind=m.kind, index_type=m.index_type, model_id=m.model_id, dim=m.dim, params=m.params,
-                    n_shards=len(m.shards), shards=[{"shard": i, "name": s.name, "n_documents": s.n_documents,
-                                                     "finished": bool(s.manifest_sha256)}
-                                                    for i, s in enumerate(m.shards)])
+    info: dict[str, Any] = {"state": "encoding", "n_documents_done": resume_count(index_dir),
+                            "resume_hint": "this sharded build was interrupted while encoding: re-run the same "
+                                           "`mbret index ... --shards N` command to resume it"}
+    try:
+        m = ShardStore.open(Path(index_dir) / EMBEDDINGS_DIR).refresh()
+    except (OSError, ValueError):
+        return info
+    info.update(kind=m.kind, model_id=m.model_id, dim=m.dim, n_shards=m.n_shards,
+                n_shards_done=sum(r.done for r in m.shards))
     return plain_mapping(info)

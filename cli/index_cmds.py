@@ -12,7 +12,7 @@ from ._checks import check_queries, require_finished, resume_command
 from ._common import (BadInput, cli_errors, err, fail, model_options, note_fallback, out, parse_filters, parse_params,
                       plain_mapping, plural, print_json, progress)
 from ._options import BatchOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, TokensOpt, open_retriever
-from ._sharded import describe_sharded, sharded_build_started
+from ._sharded import describe_encoding, sharded_build_started
 
 _QUERY_BATCH = 256  # queries searched between two progress updates
 
@@ -111,14 +111,15 @@ def info_cmd(
     json_out: bool = JsonOpt,
     verify: bool = typer.Option(False, "--verify", help="Also check every file's sha256 checksum."),
 ) -> None:
-    """Describe an index: model, kind, type, sizes, settings (sharded: totals and one row per shard)."""
+    """Describe an index: model, kind, type, sizes, settings (a sharded build still encoding: its progress)."""
+    from mbert_retrieval.distributed.legacy import check_not_legacy_sharded
     from mbert_retrieval.index import Index
     from mbert_retrieval.sidecar import RETRIEVER_FILE, read_sidecar
-    from mbert_retrieval.retriever_sharded import is_sharded
 
     with cli_errors():
-        if is_sharded(index_dir) or sharded_build_started(index_dir):
-            info = describe_sharded(index_dir, verify)
+        check_not_legacy_sharded(index_dir)
+        if sharded_build_started(index_dir):
+            info = describe_encoding(index_dir)
         else:
             with Index.open(index_dir, verify=verify) as index:  # no model needed to describe it
                 info = plain_mapping(index.info())
@@ -140,7 +141,7 @@ def info_cmd(
         table = Table(title=f"index {index_dir}", title_justify="left", show_header=False)
         table.add_column("field", style="bold")
         table.add_column("value", overflow="fold")
-        for key in ("kind", "index_type", "quantization", "model_id", "model_path", "dim", "n_shards", "n_documents",
+        for key in ("kind", "index_type", "quantization", "model_id", "model_path", "dim", "n_shards", "n_shards_done", "n_documents",
                     "n_documents_done", "n_windows", "n_split_documents", "n_deleted", "n_vectors", "state", "hybrid",
                     "disk_bytes", "created_at", "updated_at"):
             if key in info:
@@ -148,16 +149,6 @@ def info_cmd(
         settings = {k: v for k, v in (info.get("params") or {}).items() if k != "state"}
         table.add_row("params", ", ".join(f"{k}={v}" for k, v in sorted(settings.items())))
         out.print(table)
-        if info.get("shards"):
-            shard_table = Table(title="shards", title_justify="left")
-            cols = {"name": "shard", "n_documents": "docs", "n_deleted": "deleted", "n_vectors": "vectors",
-                    "state": "state", "disk_bytes": "bytes", "finished": "finished"}
-            cols = {k: v for k, v in cols.items() if k in info["shards"][0]}
-            for key, header in cols.items():
-                shard_table.add_column(header, justify="left" if key in ("name", "state") else "right", no_wrap=True)
-            for row in info["shards"]:
-                shard_table.add_row(*(str(row.get(c)) for c in cols))
-            out.print(shard_table)
         if info.get("verified"):
             out.print(f"[green]verified:[/green] {info['verified']}: all ok")
         if info.get("resume_hint"):
@@ -207,9 +198,6 @@ def serve_cmd(
         require_finished(index_dir)
         retriever = open_retriever(index_dir, model, model_options(batch_size, max_tokens, device, dtype), hybrid)
         note_fallback(retriever.fallback_message)
-        if getattr(retriever.index, "read_only", False) and not read_only:
-            read_only = True
-            err.print("[yellow]note:[/yellow] a sharded index is read-only: serving it with --read-only")
         app = create_app(retriever, read_only=read_only)
         err.print(f"serving {index_dir} ({plural(len(retriever), 'document')}) on http://{host}:{port}  (docs: /docs)")
         try:

@@ -10,7 +10,7 @@ import typer
 from ._common import EXIT_CODES_HELP, setup_logging
 from .index_cmds import info_cmd, search_cmd, serve_cmd
 from .model_cmds import bench_cmd, eval_cmd, mine_cmd, train_cmd
-from .write_cmds import add_cmd, delete_cmd, index_cmd
+from .write_cmds import add_cmd, compact_cmd, delete_cmd, index_cmd
 
 __all__ = ["app", "main"]
 
@@ -24,6 +24,7 @@ EXAMPLES = """Examples:
   mbret search my-index --queries examples/data/queries.jsonl --json
   mbret add my-index more.jsonl
   mbret delete my-index doc-1 doc-2
+  mbret compact my-index
   mbret info my-index --json
   mbret serve my-index --port 8000
   mbret train --data examples/data/train.jsonl -o runs/demo --max-steps 20
@@ -66,7 +67,7 @@ app.command("index", epilog=_epilog(
     "mbret index docs.jsonl existing-folder --force   (a non-empty folder that holds no index)",
     "mbret index src/ code-index --kind colbert --index plaid -p nbits=4",
     "mbret index big.jsonl big-index --index hnsw -p hnsw_m=32 --batch-size 64",
-    "mbret index big.jsonl big-index --shards 8 --index ivfpq -p pq_m=48   (one index per shard, read-only)",
+    "mbret index big.jsonl big-index --shards 8 --index ivfpq -p pq_m=48   (encoding in 8 resumable shards, one index)",
     "mbret index big.jsonl big-index --shards 64 --ray auto --workers 8   (encode on a Ray cluster)",
     "torchrun --nproc-per-node 4 -m mbert_retrieval.cli.main index big.jsonl big-index --shards 16",
     "(interrupted? run the same command again: it resumes)",
@@ -87,6 +88,10 @@ app.command("delete", epilog=_epilog(
     "mbret delete my-index doc-1 doc-2",
     "mbret delete my-index --ids-file stale-ids.txt --json",
 ))(delete_cmd)
+app.command("compact", epilog=_epilog(
+    "mbret compact my-index",
+    "mbret compact my-index --json",
+))(compact_cmd)
 app.command("serve", epilog=_epilog(
     "mbret serve my-index          (http://127.0.0.1:8000, API docs at /docs)",
     "curl -s localhost:8000/search -H 'content-type: application/json' \\\n     -d '{\"query\": \"bread\", \"k\": 3}'",

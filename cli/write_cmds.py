@@ -1,4 +1,4 @@
-"""`mbret index | add | delete`: building index folders and keeping them up to date."""
+"""`mbret index | add | delete | compact`: building index folders and keeping them up to date."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Any, List
 
 import typer
 
-from ._checks import check_not_busy, check_output_folder, check_same_corpus
+from ._checks import check_not_busy, check_output_folder, check_same_corpus, require_finished
 from ._common import (RESUME_SAME, BadInput, cli_errors, err, model_options, note_fallback, out, parse_params, plural, print_json,
                       progress, status)
-from ._corpus import CorpusOptions, count_truncated, print_read_summary, read_documents, read_summary
+from ._corpus import CorpusOptions, TruncationCounter, count_truncated, print_read_summary, read_documents, read_summary
 from ._options import BatchOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, QuietOpt, TokensOpt, open_retriever
 from ._sharded import check_shard_options, index_sharded, rank_device
 
@@ -60,9 +60,9 @@ def index_cmd(
     no_windows: bool = typer.Option(False, "--no-windows", help="One row per document, truncated at the model's "
                                     "max length (the behaviour before windows)."),
     chunk_size: int = typer.Option(4096, "--chunk-size", help="Documents per committed chunk (resume granularity)."),
-    shards: int | None = typer.Option(None, "--shards", help="Split the corpus into N shards: N embedding "
-                                      "shards, one index per shard, searched in parallel and merged "
-                                      "(read-only). Under torchrun the ranks share the encoding."),
+    shards: int | None = typer.Option(None, "--shards", help="Split the encoding into N embedding shards, "
+                                      "written by parallel workers (--ray, or the ranks under torchrun; resumable), "
+                                      "then build one ordinary index from them."),
     ray: str | None = typer.Option(None, "--ray", help="Encode the shards on a Ray cluster: ADDRESS "
                                    "(ray://host:10001), auto (the running cluster) or local (start one here). "
                                    "Needs --shards."),
@@ -77,8 +77,8 @@ def index_cmd(
     quiet: bool = QuietOpt,
 ) -> None:
     """Encode a corpus into an index folder. Re-running the same command after an interruption resumes it."""
+    from mbert_retrieval.distributed.legacy import check_not_legacy_sharded
     from mbert_retrieval.retriever import Retriever, load_retrieval_model
-    from mbert_retrieval.retriever_sharded import is_sharded
 
     with cli_errors(RESUME_SAME):
         kind = _check_types(kind, index_type)
@@ -89,32 +89,32 @@ def index_cmd(
         if quantization:
             params["quantization"] = quantization
         _check_index_params(kind, index_type, params)  # before reading the corpus and loading the model
-        window_config = _window_config(window, overlap, no_windows, shards)
-        if shards is None and is_sharded(index_dir):
-            raise BadInput(f"{index_dir} holds a sharded index: re-run with the same --shards N to resume or "
-                           "check it, or build into another folder")
+        window_config = _window_config(window, overlap, no_windows)
+        check_not_legacy_sharded(index_dir)
         check_output_folder(index_dir, force)
         check_not_busy(index_dir)
         with status(f"reading {corpus}", enabled=not quiet):
             docs, report = read_documents(corpus, corpus_format, text_column, id_column, title_column, txt_split,
                                           max_file_bytes)
-        if shards is None:
-            check_same_corpus(index_dir, [str(d["id"]) for d in docs])
+            n_docs = len(docs)  # one streaming pass that checks every document: bad input is refused before anything is written
+        check_same_corpus(index_dir, docs.ids())  # read only when the index is finished
         opts = model_options(batch_size, max_tokens, device, dtype)
         if backend == "torchrun" and not device:
             opts.update(rank_device())
         with status("loading model", enabled=not quiet):
             loaded = load_retrieval_model(model, kind, **opts)
         note_fallback(getattr(getattr(loaded, "resolved", None), "message", None))
-        read_info = read_summary(report, count_truncated(loaded, docs) if window_config is None else None)
-        if shards is not None:
+        if shards is not None:  # the sharded build reads the corpus into a list
+            read_info = read_summary(report, count_truncated(loaded, docs) if window_config is None else None)
             return index_sharded(corpus, index_dir, docs, loaded, kind, index_type, shards, backend, ray, workers,
                                   hybrid, {k: v for k, v in opts.items() if k != "device"}, json_out, quiet,
-                                  read_info, chunk_size=chunk_size, **params)
-        with progress(f"indexing ({kind}/{index_type})", len(docs), enabled=not quiet) as advance:
-            retriever = Retriever.build(index_dir, docs, model=loaded, kind=kind, index_type=index_type,
+                                  read_info, chunk_size=chunk_size, window=window_config, **params)
+        counter = TruncationCounter(loaded if window_config is None else None)  # counted as the corpus streams in
+        with progress(f"indexing ({kind}/{index_type})", n_docs, enabled=not quiet) as advance:
+            retriever = Retriever.build(index_dir, counter.wrap(docs), model=loaded, kind=kind, index_type=index_type,
                                         hybrid=hybrid, chunk_size=chunk_size, progress=advance, window=window_config,
                                         **params)
+        read_info = read_summary(report, counter.result())  # complete now that the corpus has been read
         with retriever:
             rows = retriever.info()
             summary = {"index": str(index_dir), "documents": len(retriever), "corpus": str(corpus),
@@ -134,16 +134,13 @@ def index_cmd(
         print_read_summary(read_info)
 
 
-def _window_config(tokens: int | None, overlap: int | None, off: bool, shards: int | None) -> Any:
+def _window_config(tokens: int | None, overlap: int | None, off: bool) -> Any:
     """The index's window setting from the flags: windows of the model's max length unless told otherwise
-    (`--no-windows`); not with `--shards` yet (a sharded build keeps one row per document)."""
+    (`--no-windows`); with `--shards` the workers split the documents the same way."""
     from mbert_retrieval.windows import WindowConfig
 
-    if off or shards is not None:
-        if shards is not None and (tokens is not None or overlap is not None) and not off:
-            raise BadInput("--window/--overlap are not available with --shards yet (sharded builds keep one row "
-                           "per document); drop them or build without --shards")
-        if off and (tokens is not None or overlap is not None):
+    if off:
+        if tokens is not None or overlap is not None:
             raise BadInput("--no-windows cannot be combined with --window/--overlap")
         return None
     try:
@@ -190,21 +187,24 @@ def add_cmd(
         check_not_busy(index_dir)
         docs, report = read_documents(corpus, corpus_format, text_column, id_column, title_column, txt_split,
                                       max_file_bytes)
+        n_docs = len(docs)  # one streaming pass that checks every document before the model loads or anything is written
         retriever = open_retriever(index_dir, model, model_options(batch_size, max_tokens, device, dtype), quiet=quiet)
         with retriever:
-            read_info = read_summary(report, count_truncated(retriever.model, docs, retriever.index))
-            with progress("updating" if update else "adding", len(docs), enabled=not quiet) as advance:
-                n = (retriever.update if update else retriever.add)(docs, progress=advance)
+            counter = TruncationCounter(retriever.model, retriever.index)
+            with progress("updating" if update else "adding", n_docs, enabled=not quiet) as advance:
+                n = (retriever.update if update else retriever.add)(counter.wrap(docs), progress=advance)
+            read_info = read_summary(report, counter.result())
             total = len(retriever)
-        summary = {"index": str(index_dir), "given": len(docs), "updated" if update else "added": n, "documents": total,
+        given = report.n_documents  # exact once the corpus has been read
+        summary = {"index": str(index_dir), "given": given, "updated" if update else "added": n, "documents": total,
                    **read_info}
         if json_out:
             print_json(summary)
             return
         verb = "updated (re-encoded)" if update else "added"
-        out.print(f"{verb} {n} of {plural(len(docs), 'document')}; the index now holds {total}")
-        if not update and n < len(docs):
-            err.print(f"{plural(len(docs) - n, 'document')} skipped: {'its id is' if len(docs) - n == 1 else 'their ids are'} "
+        out.print(f"{verb} {n} of {plural(given, 'document')}; the index now holds {total}")
+        if not update and n < given:
+            err.print(f"{plural(given - n, 'document')} skipped: {'its id is' if given - n == 1 else 'their ids are'} "
                       "already in the index (`--update` replaces them)")
         print_read_summary(read_info)
 
@@ -240,3 +240,48 @@ def delete_cmd(
             out.print(f"deleted {plural(n, 'document')}; the index now holds {total}")
             if missing:
                 err.print(f"[yellow]not found:[/yellow] {', '.join(missing)}", markup=True)
+
+
+# ---------------------------------------------------------------------------------------------- compact
+def _counts(info: dict[str, Any]) -> dict[str, Any]:
+    """What `mbret compact` reports of an index before and after: documents, deleted ones still stored,
+    segments of the search structure (when the index has them) and bytes on disk."""
+    structure = info.get("structure") or {}
+    segments = info.get("n_segments", structure.get("segments") if isinstance(structure, dict) else None)
+    return {"documents": info.get("n_documents"), "deleted": info.get("n_deleted"),
+            "segments": segments if isinstance(segments, int) else None, "disk_bytes": info.get("disk_bytes")}
+
+
+def compact_cmd(
+    index_dir: Path = typer.Argument(..., help="Index folder."),
+    retrain: bool = typer.Option(False, "--retrain", help="Also train the shared quantizer / PLAID codec again on the "
+                                 "current data (after a drift) and re-encode every row from the kept float vectors."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Merge the index's segments into one and drop deleted documents for good (no model is loaded).
+
+    --retrain: IVF-PQ, int8 and PLAID (built with -p keep_full_vectors=true) indexes learn their quantizer /
+    centroids again from the vectors they hold now, then every row is re-encoded with it."""
+    from mbert_retrieval.distributed.legacy import check_not_legacy_sharded
+    from mbert_retrieval.index import Index
+
+    with cli_errors():
+        check_not_legacy_sharded(index_dir)
+        require_finished(index_dir)
+        check_not_busy(index_dir)
+        with Index.open(index_dir, verify=False) as index:  # vectors only: no model, no torch for dense indexes
+            before = _counts(index.info())
+            index.compact(retrain=retrain, show_progress=not json_out)
+            after = _counts(index.info())
+        if json_out:
+            print_json({"index": str(index_dir), "before": before, "after": after})
+            return
+
+        def line(c: dict[str, Any]) -> str:
+            segments = "" if c["segments"] is None else f", {plural(c['segments'], 'segment')}"
+            return (f"{plural(c['documents'] or 0, 'document')} ({c['deleted'] or 0} deleted still stored){segments}, "
+                    f"{c['disk_bytes'] or 0:,} bytes")
+
+        out.print(f"compacted {index_dir}")
+        out.print(f"  before: {line(before)}")
+        out.print(f"  after:  {line(after)}")

@@ -178,7 +178,7 @@ def disk_bytes(row: Row, folder: Path, ours: bool) -> None:
         row.struct_bytes = row.index_bytes = row.total_bytes
         return
     row.index_bytes = row.total_bytes - sum(v for f, v in sizes.items() if f.startswith("docs.sqlite"))
-    row.struct_bytes = (sum(v for f, v in sizes.items() if f.startswith(("dense.", "plaid.")))
+    row.struct_bytes = (sum(v for f, v in sizes.items() if f.startswith(("dense.", "plaid.", "seg.", "codec.")))
                         or sum(v for f, v in sizes.items() if f.startswith("chunks/")))
 
 

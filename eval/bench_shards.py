@@ -7,7 +7,7 @@
 Three tables:
 1. encoding throughput: one local process vs Ray Data with 1 and N actor workers (docs/s, ratio vs 1 worker);
    wall time of the whole `encode_corpus` call, actor start and model load included;
-2. search: single index vs `ShardedIndex` (flat, HNSW, IVF-PQ): QPS over all queries in one batch, overlap@10
+2. search: single index vs a sharded build (one index fed shard by shard from the embedding shards; flat, HNSW, IVF-PQ): QPS over all queries in one batch, overlap@10
    with exact search (= recall@10 against the exact ranking) and agreement@10 of sharded vs single index;
 3. IVF-PQ sizing: bytes per vector (`ivfpq_bytes_per_vector`) and recall@10 vs exact, without and with
    exact rerank, for several m x nbits and every `--nprobe` value.
@@ -158,7 +158,8 @@ def _timed_search(index, q: np.ndarray, k: int = 10, repeat: int = 3, **params):
 
 def bench_search(docs, queries, model, workdir: Path, n_shards: int, show_progress: bool,
                  nprobes: tuple[int, ...] = (16,)):
-    from mbert_retrieval.distributed import ShardedIndex, encode_corpus
+    from mbert_retrieval.distributed import encode_corpus, fill_from_shards
+    from mbert_retrieval.index import Index
     from mbert_retrieval.distributed.sizing import ivfpq_bytes_per_vector
 
     store = encode_corpus(docs, model, "dense", workdir / f"emb-{len(docs)}", n_shards=8)  # cached, resumable
@@ -168,7 +169,7 @@ def bench_search(docs, queries, model, workdir: Path, n_shards: int, show_progre
     by_id = {d.id: d for d in docs}
     root = workdir / "indexes"
     shutil.rmtree(root, ignore_errors=True)
-    params = {"flat": {}, "hnsw": {}, "ivfpq": {"min_train_points": 256, "nprobe": nprobes[0]}}
+    params: dict[str, dict[str, Any]] = {"flat": {}, "hnsw": {}, "ivfpq": {"min_train_points": 256, "nprobe": nprobes[0]}}
     exact = _build_single(root / "exact", docs, vectors, model, "flat")
     exact_ids, exact_qps = _timed_search(exact, q)
     rows = [SearchRow("flat", 1, exact_qps, 1.0)]
@@ -182,8 +183,8 @@ def bench_search(docs, queries, model, workdir: Path, n_shards: int, show_progre
             single_ids, qps = _timed_search(single, q)
             rows.append(SearchRow(index_type, 1, qps, _overlap(single_ids, exact_ids)))
             single.close()
-        sharded = ShardedIndex.build_from_shards(root / f"sharded-{index_type}", shard_store, by_id, index_type,
-                                                 model=model, show_progress=show_progress, **params[index_type])
+        sharded = Index.create(root / f"sharded-{index_type}", "dense", index_type, model, **params[index_type])
+        fill_from_shards(sharded, shard_store, by_id, show_progress=show_progress)
         sharded_ids, qps = _timed_search(sharded, q)
         rows.append(SearchRow(index_type, n_shards, qps, _overlap(sharded_ids, exact_ids),
                               _overlap(sharded_ids, single_ids)))

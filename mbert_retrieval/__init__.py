@@ -20,6 +20,8 @@ _EXPORTS = {
     "ChunkingConfig": "chunking",
     "ColBERT": "colbert",
     "ColBERTConfig": "colbert",
+    "DocumentEncoder": "doc_encoder",
+    "build_index": "doc_encoder",
     "EncodedBatch": "encoder",
     "Encoder": "encoder",
     "EncoderConfig": "encoder",
@@ -42,6 +44,8 @@ __all__ = [
     "ChunkingConfig",
     "ColBERT",
     "ColBERTConfig",
+    "DocumentEncoder",
+    "build_index",
     "EncodedBatch",
     "Encoder",
     "EncoderConfig",
@@ -63,6 +67,7 @@ if TYPE_CHECKING:  # static analysers see the real names
     from .biencoder import BiEncoder, BiEncoderConfig
     from .chunking import ChunkingConfig
     from .colbert import ColBERT, ColBERTConfig
+    from .doc_encoder import DocumentEncoder, build_index
     from .encoder import EncodedBatch, Encoder, EncoderConfig
     from .hub import load_model
     from .index import Hit, Index

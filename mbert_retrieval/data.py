@@ -5,7 +5,8 @@ CSV/TSV tables, text and Markdown files, folders of text-like files and source-c
 readers live in `mbert_retrieval.readers`; their public names are re-exported here), query files
 (.jsonl / .tsv / .txt) and qrels (BEIR tsv or TREC).
 Every malformed input raises `DataError`, whose message names the file, the line and (when relevant) the field.
-`iter_*` functions stream; `read_*` functions build dicts/lists (and check for duplicate ids).
+`iter_*` functions stream (a corpus of any size is read in flat memory, apart from the set of ids that catches
+duplicates: see `readers.corpus`); `read_*` / `load_corpus` build dicts/lists (and check for duplicate ids).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from .readers.base import (
     ID_FIELDS, TEXT_FIELDS, DataError, Document, LoadReport, PathLike, ReadOptions, check_metadata, check_string,
     document_text, iter_lines,
 )
-from .readers.corpus import CORPUS_FORMATS, detect_format, find_beir_file, iter_corpus, load_corpus
-from .readers.files import CODE_LANGUAGES, SKIP_DIRS, TEXT_EXTENSIONS, read_code_dir, read_text_files
+from .readers.corpus import CORPUS_FORMATS, detect_format, estimate_documents, find_beir_file, iter_corpus, load_corpus
+from .readers.files import CODE_LANGUAGES, SKIP_DIRS, TEXT_EXTENSIONS, iter_code_dir, read_code_dir, read_text_files
 from .readers.jsonl import (
     first_char, get_id, get_text, iter_json_array, iter_json_corpus, iter_json_objects, iter_jsonl_corpus,
 )
@@ -47,6 +48,8 @@ __all__ = [
     "read_beir_folder",
     "read_text_files",
     "read_code_dir",
+    "iter_code_dir",
+    "estimate_documents",
     "load_corpus",
     "detect_format",
     "CORPUS_FORMATS",

@@ -24,7 +24,9 @@ Reads never write into the index folder: a hybrid search of an index without the
 index searched with hybrid=True, or an old `bm25/` that is out of date) uses a bm25s index built in memory.
 A folder whose manifest says it has a `retriever.json` (or that holds `bm25/` or the FTS5 table) refuses to
 open when that file is missing or damaged, rather than silently searching in another mode.
-`open` also reads sharded index folders (`mbret index --shards N`, see `retriever_sharded`): read-only.
+`build_sharded` builds the same kind of index with the encoding split into shards (`mbret index --shards N`,
+local / torchrun / Ray workers, see `distributed`): the result is an ordinary index folder. A folder of the
+former sharded layout (`sharded.json`) is refused with the command that rebuilds it.
 """
 
 from __future__ import annotations
@@ -34,18 +36,19 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .doc_encoder import DocumentEncoder
 from .data import document_text
-from .documents import CorpusLike, normalize_documents
+from .documents import CorpusLike, iter_documents, normalize_documents
 from .hybrid import BM25_DIRNAME, RRF_K, BM25Index, rrf
 from .index.lexical import LexicalIndex, fts5_available
 from .index.result import Result
-from .retriever_sharded import is_sharded, open_sharded
+from .distributed.build import resume_count as resume_count_of
+from .distributed.legacy import check_not_legacy_sharded
 from .sidecar import RETRIEVER_FILE, SIDECAR_PARAM, read_sidecar, sidecar_expected
 
 logger = logging.getLogger(__name__)
@@ -112,6 +115,22 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def _add_reporting_committed(index: Any, docs: Iterable[Mapping[str, Any]], **write: Any) -> None:
+    """`index.add(docs)` for a build. Bad input found part way (a corpus is read as it is encoded) raises the
+    reader's DataError (file, line) saying that the documents committed before it stay: building again once
+    the input is fixed resumes after them. `write`: `Index.add`'s keyword arguments."""
+    from .data import DataError
+
+    try:
+        index.add(docs, **write)
+    except DataError as err:
+        kept = len(index)
+        if not kept:
+            raise
+        raise DataError(f"{err.message} ({kept} documents committed before it are kept: fix the input and build "
+                        "again to resume)", err.path, err.line, err.field) from None
+
+
 # -------------------------------------------------------------------------------------------- retriever
 class Retriever:
     """An index folder plus the model that queries it (and, optionally, a BM25 index for hybrid search)."""
@@ -151,14 +170,13 @@ class Retriever:
         (documents already committed are not encoded again). `progress(n)` is called as documents are encoded."""
         from .index import Index, IndexCorruptError
 
-        docs = normalize_documents(corpus, corpus_format)
+        docs = iter_documents(corpus, corpus_format)  # read as the index asks (flat memory); first document checked now
         if not isinstance(model, (str, type(None))):
             kind = getattr(model, "kind", kind)
         else:
             model = load_retrieval_model(model, kind, **dict(model_options or {}))
         path = Path(index_dir)
-        if is_sharded(path):
-            raise FileExistsError(f"{path} holds a sharded index (read-only): build into another folder")
+        check_not_legacy_sharded(path)
         model, saved_model = _save_new_weights(model, path, model_options or {})
         if (path / "manifest.json").exists():
             index = Index.open(path, model)
@@ -187,8 +205,60 @@ class Retriever:
             index.manifest.params[SIDECAR_PARAM] = True  # saved with the manifest by the next write below
             if retriever.hybrid_default:
                 retriever._ensure_fts()  # before the documents: the triggers index them as they are committed
-            index.add(docs, progress=progress)
+            _add_reporting_committed(index, docs, progress=progress, encoder=DocumentEncoder(model))
             index.finalize(show_progress=progress is not None)
+            retriever._finish_build()
+        except BaseException:
+            index.close()
+            raise
+        return retriever
+
+    @classmethod
+    def build_sharded(cls, index_dir: str | os.PathLike, corpus: CorpusLike, model: Any = None, kind: str = "dense",
+                      index_type: str = "flat", *, n_shards: int, backend: str = "local",
+                      ray_address: str | None = None, num_workers: int | None = None, hybrid: bool = False,
+                      corpus_format: str = "auto", chunk_size: int = 4096,
+                      model_options: Mapping[str, Any] | None = None, show_progress: bool = False,
+                      progress: ProgressFn | None = None, keep_embeddings: bool = False,
+                      **params: Any) -> Retriever | None:
+        """`build` with the encoding split into `n_shards` embedding shards written by parallel workers
+        (`backend`: "local", "torchrun" or "ray", see `distributed.build_sharded`); the driver then builds the
+        same ordinary index from them, searchable and writable like any other. Resumable like `build`;
+        `window=WindowConfig(...)` splits long documents into windows in the workers. Under torchrun only
+        rank 0 returns a retriever; the other ranks encode their shards and return None."""
+        from .distributed import ShardedBuild
+        from .index import IndexCorruptError
+
+        docs = normalize_documents(corpus, corpus_format)
+        if not isinstance(model, (str, type(None))):
+            kind = getattr(model, "kind", kind)
+        else:
+            model = load_retrieval_model(model, kind, **dict(model_options or {}))
+        path = Path(index_dir)
+        job = ShardedBuild(docs, path, model, kind, n_shards, backend, ray_address, num_workers=num_workers,
+                           show_progress=show_progress, window=params.pop("window", None),
+                           model_kwargs={k: v for k, v in (model_options or {}).items() if k != "device"})
+        job.check(index_type)
+        resumed = resume_count_of(path)
+        store = job.encode()
+        if not job.is_driver:
+            return None
+        model, saved_model = _save_new_weights(model, path, model_options or {})
+        job.loaded = model
+        index = job.open_index(index_type, chunk_size=chunk_size, **params)
+        try:
+            sidecar = read_sidecar(path)
+        except IndexCorruptError as err:  # a build rewrites it from what it knows
+            logger.warning("%s: writing a new one", err)
+            sidecar = {}
+        retriever = cls(index, model, hybrid=hybrid or bool(sidecar.get("hybrid", False)), sidecar=sidecar)
+        retriever.resumed_from = min(resumed, len(docs))
+        try:
+            retriever._write_sidecar(hybrid=retriever.hybrid, **({"model_saved": True} if saved_model else {}))
+            index.manifest.params[SIDECAR_PARAM] = True  # saved with the manifest by the next write below
+            if retriever.hybrid_default:
+                retriever._ensure_fts()  # before the documents: the triggers index them as they are committed
+            job.fill(index, store, keep_embeddings=keep_embeddings, progress=progress)
             retriever._finish_build()
         except BaseException:
             index.close()
@@ -202,7 +272,7 @@ class Retriever:
         """Open an index folder. Without `model`, the model recorded at build time is loaded (from the
         local folder it was loaded from, else by its id). A model that does not match the index (other
         model id, dim or kind) raises `IndexMismatchError`. `overrides`: index search settings
-        (nprobe, ef_search, ndocs, ...). A sharded folder is opened as a read-only `ShardedView`.
+        (nprobe, ef_search, ndocs, ...). A folder of the former sharded layout raises `LegacyShardedError`.
 
         `hybrid`: this session's default search mode (None: the index's stored default; True: fuse BM25,
         built in memory when the index keeps none; False: dense / ColBERT only). Never written to the index.
@@ -211,8 +281,8 @@ class Retriever:
         from .index import Index, IndexManifest, IndexMismatchError
 
         path = Path(index_dir)
-        sharded = open_sharded(path, verify=verify, **overrides) if is_sharded(path) else None
-        manifest = sharded.model_manifest if sharded is not None else IndexManifest.load(path)
+        check_not_legacy_sharded(path)
+        manifest = IndexManifest.load(path)
         sidecar = read_sidecar(path, required=sidecar_expected(path, manifest))
         options = dict(model_options or {})
         if not load_model:
@@ -226,12 +296,8 @@ class Retriever:
         if model is not None and getattr(model, "kind", None) != manifest.kind:
             raise IndexMismatchError(f"index {path} holds {manifest.kind!r} vectors but the model is "
                                      f"{getattr(model, 'kind', None)!r}")
-        index: Any
-        if sharded is not None:
-            index = sharded.set_model(model) if model is not None else sharded
-        else:
-            index = Index.open(path, model, verify=verify, **overrides)
-        if not sidecar and sharded is None and LexicalIndex(index.docstore).exists():
+        index = Index.open(path, model, verify=verify, **overrides)
+        if not sidecar and LexicalIndex(index.docstore).exists():
             index.close()
             read_sidecar(path, required=True)  # raises: only hybrid indexes keep the FTS5 table
         if hybrid is None:
@@ -314,8 +380,8 @@ class Retriever:
     def enable_hybrid(self) -> None:
         """Make hybrid search (BM25 fused by RRF) the index's stored default and keep BM25 with the documents:
         a write command (what `mbret index --hybrid` does). Creates the FTS5 table and indexes the current
-        documents in one transaction (an older index's `bm25/` is removed); without FTS5 in sqlite3, or for
-        a sharded index, a bm25s index in `bm25/`. This retriever then searches hybrid too."""
+        documents in one transaction (an older index's `bm25/` is removed); without FTS5 in sqlite3, a
+        bm25s index in `bm25/`. This retriever then searches hybrid too."""
         self._write_sidecar(hybrid=True)
         self.hybrid = True
         if not self._ensure_fts():
@@ -332,10 +398,10 @@ class Retriever:
         self.hybrid = False
 
     def _fts_capable(self) -> bool:
-        """Whether this index can keep BM25 in its document store (not sharded, sqlite3 with FTS5)."""
+        """Whether this index can keep BM25 in its document store (sqlite3 with FTS5)."""
         from .index.docstore import DocStore
 
-        return isinstance(getattr(self.index, "docstore", None), DocStore) and fts5_available()  # sharded: no
+        return isinstance(getattr(self.index, "docstore", None), DocStore) and fts5_available()
 
     def lexical_index(self) -> LexicalIndex | None:
         """The FTS5 BM25 index of the document store when this index keeps one (None: hybrid searches use
@@ -368,12 +434,9 @@ class Retriever:
 
     def _binding(self) -> dict[str, Any]:
         """Which index, and which state of its documents, a BM25 index is built from: the index's identity
-        (its id, else its creation time; a sharded index: its manifest, which pins every shard) and a hash
-        of the live documents' internal ids (every added or re-encoded document gets a new one)."""
+        (its id, else its creation time) and a hash of the live documents' internal ids (every added or
+        re-encoded document gets a new one)."""
         manifest = self.index.manifest
-        if hasattr(self.index, "sharded"):  # read-only
-            blob = json.dumps(asdict(manifest), sort_keys=True, default=str).encode()
-            return {"index": hashlib.sha256(blob).hexdigest(), "documents": len(self.index)}
         ident = getattr(manifest, "index_id", None) or manifest.params.get("index_id") or manifest.created_at
         iids, _ = self.index.docstore.live_iids()
         digest = hashlib.sha256(np.ascontiguousarray(iids, dtype=np.int64).tobytes()).hexdigest()
@@ -460,8 +523,6 @@ class Retriever:
 
     # ------------------------------------------------------------------ search
     def _allowed_ids(self, filter: Mapping[str, Any]) -> list[str]:
-        if hasattr(self.index, "allowed_ids"):  # sharded
-            return self.index.allowed_ids(filter)
         iids = self.index.docstore.filter_iids(filter)
         return [row.doc_id for row in self.index.docstore.get_by_iids(iids.tolist()).values()]
 
@@ -492,7 +553,7 @@ class Retriever:
         k = min(int(k), max(len(self.index), 1))  # never more results than documents (and no huge allocations)
         use_hybrid = self.hybrid if hybrid is None else bool(hybrid)
         if not use_hybrid:
-            hits = self.index.search(queries, k=k, filter=filter or None, **params)
+            hits = self.index.search(queries, k=k, filter=filter or None, encoder=self.encoder, **params)
             out = [[h for h in row] for row in hits]
         else:
             depth = max(1, min(int(candidates or max(k, 50)), len(self.index)))
@@ -501,7 +562,7 @@ class Retriever:
 
     def _hybrid_search(self, queries: list[str], k: int, filter: Mapping[str, Any] | None, depth: int,
                        params: Mapping[str, Any]) -> list[list[Result]]:
-        dense = self.index.search(queries, k=depth, filter=filter or None, **params)
+        dense = self.index.search(queries, k=depth, filter=filter or None, encoder=self.encoder, **params)
         lexical = self.lexical_search(queries, k=depth, filter=filter)
         out: list[list[Result]] = []
         for hits, bm25_hits in zip(dense, lexical):
@@ -528,8 +589,6 @@ class Retriever:
         between leaves a BM25 file whose binding no longer matches: it is not used)."""
         from .index import IndexCorruptError, IndexStateError
 
-        if getattr(self.index, "read_only", False):
-            self.index.refuse_write()  # sharded index: raises, saying how to rebuild
         self._bm25, self._bm25_seen = None, None
         n = fn()
         try:  # another process may have changed the stored default meanwhile
@@ -546,22 +605,30 @@ class Retriever:
             self._save_bm25()
         return n
 
+    @property
+    def encoder(self) -> DocumentEncoder:
+        """The model as the index uses it (documents and their windows, queries -> vectors): the retriever owns
+        the model, the index only receives vectors."""
+        if self.model is None:
+            raise RuntimeError("this retriever was opened without a model (load_model=False): encoding needs one")
+        return DocumentEncoder(self.model)
+
     def add(self, docs: CorpusLike, progress: ProgressFn | None = None) -> int:
         """Add documents (dicts, strings, `Document`s or a corpus path); ids already present are skipped.
         Returns the number added."""
-        items = normalize_documents(docs)
+        items = iter_documents(docs)  # read as they are encoded; bad input raises when reached
 
         def run() -> int:
-            return self.index.add(items, progress=progress)  # one checkpoint for the whole call
+            return self.index.add(items, encoder=self.encoder, progress=progress)  # one checkpoint for the whole call
 
         return self._write(run)
 
     def update(self, docs: CorpusLike, progress: ProgressFn | None = None) -> int:
         """Insert or replace documents by id (unchanged texts are not re-encoded). Returns the number encoded."""
-        items = normalize_documents(docs)
+        items = iter_documents(docs)
 
         def run() -> int:
-            return self.index.update(items, progress=progress)
+            return self.index.update(items, encoder=self.encoder, progress=progress)
 
         return self._write(run)
 

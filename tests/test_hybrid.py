@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 
+from mbert_retrieval.doc_encoder import build_index
 from mbert_retrieval.hybrid import BM25Index, rrf
 
 TEXTS = {
@@ -176,7 +177,7 @@ def test_hybrid_search_never_changes_the_index(tmp_path, tiny_modernbert):
     with Retriever.open(tmp_path / "idx") as r:
         assert not r.hybrid and not r.hybrid_default
         plain = [x.id for x in r.search("Quagmire", k=5)]
-        assert plain == [h.doc_id for h in r.index.search(["Quagmire"], k=5)[0]]
+        assert plain == [h.doc_id for h in r.index.search(["Quagmire"], k=5, encoder=r.encoder)[0]]
 
 
 @pytest.mark.parametrize("older", [False, True])
@@ -210,7 +211,7 @@ def test_hybrid_false_overrides_a_hybrid_index(tmp_path, tiny_modernbert):
     Retriever.build(tmp_path / "idx", docs, model=tiny_modernbert, hybrid=True).close()
     with Retriever.open(tmp_path / "idx", hybrid=False) as r:
         assert not r.hybrid
-        dense = [h.doc_id for h in r.index.search(["Quagmire"], k=5)[0]]
+        dense = [h.doc_id for h in r.index.search(["Quagmire"], k=5, encoder=r.encoder)[0]]
         assert [x.id for x in r.search("Quagmire", k=5)] == dense
         assert [x.id for x in r.search("Quagmire", k=5, hybrid=False)] == dense
         assert r.search("Quagmire", k=1, hybrid=True)[0].id == "zebra"
@@ -271,7 +272,7 @@ def test_bm25_file_is_bound_to_the_document_state(tmp_path, tiny_modernbert):
     _as_older_version(tmp_path / "idx", tiny_modernbert)
     r = Retriever.open(tmp_path / "idx", model=tiny_modernbert)
     with Index.open(tmp_path / "idx", r.model) as index:
-        index.update([{"id": "cat", "text": "felines enjoy sunbeams"}])  # same count, new text
+        index.update([{"id": "cat", "text": "felines enjoy sunbeams"}], encoder=r.encoder)  # same count, new text
     r.close()
     with Retriever.open(tmp_path / "idx") as r2:
         assert r2.search("sunbeams", k=1)[0].id == "cat"
@@ -279,7 +280,7 @@ def test_bm25_file_is_bound_to_the_document_state(tmp_path, tiny_modernbert):
 
 
 def test_sidecar_damaged_or_deleted_is_an_error(tmp_path, tiny_modernbert):
-    from mbert_retrieval.index import Index, IndexCorruptError
+    from mbert_retrieval.index import IndexCorruptError
     from mbert_retrieval.retriever import Retriever
 
     for name, hybrid in (("hyb", True), ("dense", False)):
@@ -301,7 +302,7 @@ def test_sidecar_damaged_or_deleted_is_an_error(tmp_path, tiny_modernbert):
     from mbert_retrieval.hub import load_model
 
     model = load_model(tiny_modernbert, kind="dense")
-    Index.build(tmp_path / "plain", [{"id": "a", "text": "alpha"}], "dense", "flat", model).close()
+    build_index(tmp_path / "plain", [{"id": "a", "text": "alpha"}], "dense", "flat", model).close()
     with Retriever.open(tmp_path / "plain", model=model) as r:
         assert not r.hybrid and [x.id for x in r.search("alpha", k=1, hybrid=True)] == ["a"]
     assert not (tmp_path / "plain" / "retriever.json").exists()
@@ -387,11 +388,11 @@ def test_sidecar_is_required_once_the_index_keeps_fts(tmp_path, tiny_modernbert)
     """An index built without the Retriever, made hybrid later: its FTS5 table says retriever.json belongs
     to it, so losing that file is an error rather than a silent switch to dense-only search."""
     from mbert_retrieval.hub import load_model
-    from mbert_retrieval.index import Index, IndexCorruptError
+    from mbert_retrieval.index import IndexCorruptError
     from mbert_retrieval.retriever import Retriever
 
     model = load_model(tiny_modernbert, kind="dense")
-    Index.build(tmp_path / "plain", [{"id": "a", "text": "alpha"}], "dense", "flat", model).close()
+    build_index(tmp_path / "plain", [{"id": "a", "text": "alpha"}], "dense", "flat", model).close()
     with Retriever.open(tmp_path / "plain", model=model) as r:
         r.enable_hybrid()
     (tmp_path / "plain" / "retriever.json").unlink()

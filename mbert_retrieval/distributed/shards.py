@@ -1,6 +1,6 @@
-"""Embedding shards on disk: the output of distributed encoding, the input of sharded indexes.
+"""Embedding shards on disk: the output of distributed encoding, the input the driver builds one index from.
 
-Layout of a shard folder::
+Layout of a shard folder (`OUT/_embeddings` while `mbret index --shards N` builds `OUT`)::
 
     shards.json                 manifest: model_id, kind, dim, n_shards, corpus fingerprint, one record per shard
     shard-00003.safetensors     shard 3: vectors + document ids (no pickle)
@@ -9,9 +9,12 @@ Layout of a shard folder::
 Shard i holds documents `boundaries[i]:boundaries[i+1]` of the corpus, in corpus order, so concatenating
 the shards in order gives back the corpus order. A shard file holds
 
-- dense: `vectors` (n, dim) float32;
-- colbert: `vectors` (n_tokens, dim) float32, the token matrices of its documents stacked, and `lengths` (n,);
-- both: `id_bytes` (utf-8 of all ids concatenated) and `id_offsets` (n + 1,) int64.
+- dense: `vectors` (n_rows, dim) float32, one row per document (or per window, see below);
+- colbert: `vectors` (n_tokens, dim) float32, the token matrices of its rows stacked, and `lengths` (n_rows,);
+- both: `id_bytes` (utf-8 of all ids concatenated) and `id_offsets` (n + 1,) int64;
+- folders encoded with windows (`shards.json` records the window setting; format 2): `doc_rows` (n,) int64,
+  the rows of each document (1: the whole document; k > 1: a long document split into k windows), and
+  `spans` (rows of split documents, 2) int64, the character span of each window.
 
 Every file is written atomically (temp file, fsync, rename: `index.storage`), so a crash leaves either no
 file or a whole one. The `.done.json` sidecar is the commit point: a shard is finished when its sidecar exists
@@ -28,7 +31,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -40,7 +43,7 @@ __all__ = ["SHARDS_MANIFEST", "ShardRecord", "ShardsManifest", "ShardData", "Sha
            "shard_boundaries", "ids_fingerprint"]
 
 SHARDS_MANIFEST = "shards.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: windows (`window`, `doc_rows`, `spans`); format 1 folders are read as they are
 KINDS = ("dense", "colbert")
 
 
@@ -95,6 +98,7 @@ class ShardsManifest:
     corpus_sha256: str
     dim: int | None = None  # known once the first shard is written
     model_config: dict = field(default_factory=dict)
+    window: dict | None = None  # `WindowConfig.to_dict()` when long documents are split into windows
     shards: list[ShardRecord] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
 
@@ -121,27 +125,49 @@ class ShardsManifest:
 
 @dataclass
 class ShardData:
-    """The arrays of one shard. `lengths` (tokens per document) is None for dense shards."""
+    """The arrays of one shard. `lengths` (tokens per row) is None for dense shards; `doc_rows` (rows per
+    document) and `spans` (one per window row) are None unless the shard was encoded with windows."""
 
     shard: int
     ids: list[str]
     vectors: np.ndarray
     lengths: np.ndarray | None = None
+    doc_rows: np.ndarray | None = None
+    spans: np.ndarray | None = None
 
     @property
     def offsets(self) -> np.ndarray | None:
-        """Token offsets (n + 1,) for colbert shards."""
+        """Token offsets (n_rows + 1,) for colbert shards."""
         if self.lengths is None:
             return None
         return np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
 
-    def documents(self) -> list[np.ndarray]:
-        """Per-document vectors: rows (dense) or token matrices (colbert)."""
-        if self.lengths is None:
-            return list(self.vectors)
-        off = self.offsets
-        assert off is not None  # colbert shard: lengths are set
-        return [self.vectors[off[i]: off[i + 1]] for i in range(len(self.ids))]
+    def _row_bounds(self) -> np.ndarray:
+        rows = np.ones(len(self.ids), np.int64) if self.doc_rows is None else np.asarray(self.doc_rows, np.int64)
+        return np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+
+    def iter_documents(self) -> Iterator[tuple[np.ndarray | list[np.ndarray], list[tuple[int, int]] | None]]:
+        """(vectors, windows) per document, lazily: dense, a (dim,) row, or an (k, dim) array for a document
+        split into k windows; colbert, a token matrix, or k of them; `windows` the k character spans or None."""
+        bounds, off = self._row_bounds(), self.offsets
+        window_row = 0
+        for j in range(len(self.ids)):
+            a, b = int(bounds[j]), int(bounds[j + 1])
+            if off is None:
+                vecs: np.ndarray | list[np.ndarray] = self.vectors[a] if b - a == 1 else self.vectors[a:b]
+            else:
+                mats = [self.vectors[off[r]: off[r + 1]] for r in range(a, b)]
+                vecs = mats[0] if b - a == 1 else mats
+            spans = None
+            if b - a > 1:
+                assert self.spans is not None  # several rows: a windowed shard
+                spans = [(int(s), int(e)) for s, e in self.spans[window_row: window_row + b - a]]
+                window_row += b - a
+            yield vecs, spans
+
+    def documents(self) -> list[np.ndarray | list[np.ndarray]]:
+        """Per-document vectors (see `iter_documents`)."""
+        return [v for v, _ in self.iter_documents()]
 
 
 def _encode_ids(ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -166,9 +192,10 @@ class ShardStore:
     # ----------------------------------------------------------------- create / open
     @classmethod
     def create_or_resume(cls, directory: str | os.PathLike, ids: Sequence[str], model_id: str, kind: str,
-                         n_shards: int, model_config: dict | None = None) -> ShardStore:
-        """Open the shard folder for (re)encoding `ids`; a folder made for another corpus, model, kind or
-        shard count raises `IndexMismatchError` (use a fresh folder)."""
+                         n_shards: int, model_config: dict | None = None, window: dict | None = None) -> ShardStore:
+        """Open the shard folder for (re)encoding `ids`; a folder made for another corpus, model, kind, shard
+        count or window setting raises `IndexMismatchError` (use a fresh folder). `window`:
+        `WindowConfig.to_dict()` when long documents are split into windows."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         directory = Path(directory)
@@ -178,7 +205,8 @@ class ShardStore:
             if (directory / SHARDS_MANIFEST).is_file():
                 store = cls.open(directory)
                 m = store.manifest
-                wanted = {"model_id": model_id, "kind": kind, "n_shards": n_shards, "corpus_sha256": fp}
+                wanted = {"model_id": model_id, "kind": kind, "n_shards": n_shards, "corpus_sha256": fp,
+                          "window": window}
                 for key, value in wanted.items():
                     if getattr(m, key) != value:
                         raise IndexMismatchError(
@@ -188,7 +216,7 @@ class ShardStore:
                 return store
             bounds = shard_boundaries(len(ids), n_shards)
             m = ShardsManifest(model_id=model_id, kind=kind, n_docs=len(ids), n_shards=n_shards, boundaries=bounds,
-                               corpus_sha256=fp, model_config=dict(model_config or {}),
+                               corpus_sha256=fp, model_config=dict(model_config or {}), window=window,
                                shards=[ShardRecord(i, bounds[i], bounds[i + 1]) for i in range(n_shards)])
             store = cls(directory, m)
             store._save_manifest()
@@ -302,21 +330,28 @@ class ShardStore:
             yield
 
     # ----------------------------------------------------------------- writing
-    def write_shard(self, shard: int, ids: Sequence[str], vectors: np.ndarray | Sequence[np.ndarray]) -> ShardRecord:
+    def write_shard(self, shard: int, ids: Sequence[str], vectors: Any,
+                    windows: Sequence[Sequence[tuple[int, int]] | None] | None = None) -> ShardRecord:
         """Write shard `shard` (dense: (n, dim) array; colbert: one (n_i, dim) matrix per document), then its
-        sidecar, then fold it into the manifest."""
+        sidecar, then fold it into the manifest. A folder encoded with windows takes `windows` (per document,
+        its window spans or None) and, for a document split into k windows, k rows (dense: a (k, dim) array;
+        colbert: k matrices) in place of its vector."""
         start, stop = self.shard_range(shard)
         ids = [str(i) for i in ids]
         if len(ids) != stop - start:
             raise ValueError(f"shard {shard} holds documents {start}:{stop}, got {len(ids)} ids")
         arrays: dict[str, np.ndarray] = {}
+        if self.manifest.window is not None:
+            vectors = self._window_rows(ids, vectors, windows, arrays)
+        elif windows is not None and any(w is not None for w in windows):
+            raise ValueError(f"{self.dir} was made without windows: cannot store window spans")
         if self.kind == "dense":
-            mat = np.asarray(vectors, dtype=np.float32)
-            if mat.ndim != 2 or len(mat) != len(ids):
+            mat = np.asarray(vectors, dtype=np.float32) if len(vectors) else np.zeros((0, self.dim or 0), np.float32)
+            if mat.ndim != 2 or len(mat) != int(arrays.get("doc_rows", np.ones(len(ids))).sum()):
                 raise ValueError(f"dense shard needs ({len(ids)}, dim) vectors, got {mat.shape}")
         else:
             mats = [np.asarray(v, dtype=np.float32) for v in vectors]
-            if len(mats) != len(ids) or any(v.ndim != 2 for v in mats):
+            if len(mats) != int(arrays.get("doc_rows", np.ones(len(ids))).sum()) or any(v.ndim != 2 for v in mats):
                 raise ValueError(f"colbert shard needs {len(ids)} (n_i, dim) matrices")
             dims = {v.shape[1] for v in mats}
             if len(dims) > 1:
@@ -335,6 +370,29 @@ class ShardStore:
         self.refresh()
         return record
 
+    def _window_rows(self, ids: list[str], vectors: Any, windows: Any, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Rows of a windowed shard: every document's row(s) in order; `doc_rows` and `spans` into `arrays`."""
+        windows = list(windows) if windows is not None else [None] * len(ids)
+        vectors = list(vectors)
+        if len(windows) != len(ids) or len(vectors) != len(ids):
+            raise ValueError(f"shard needs vectors and windows for its {len(ids)} documents")
+        rows: list[np.ndarray] = []
+        counts, spans = [], []
+        for doc_id, vecs, win in zip(ids, vectors, windows):
+            if win is None:
+                rows.append(np.asarray(vecs, dtype=np.float32))
+                counts.append(1)
+                continue
+            parts = list(vecs)
+            if len(parts) != len(win) or len(win) < 2:
+                raise ValueError(f"document {doc_id!r}: {len(win)} windows need as many rows, got {len(parts)}")
+            rows += [np.asarray(v, dtype=np.float32) for v in parts]
+            counts.append(len(win))
+            spans += [(int(a), int(b)) for a, b in win]
+        arrays["doc_rows"] = np.asarray(counts, dtype=np.int64)
+        arrays["spans"] = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+        return rows
+
     # ----------------------------------------------------------------- reading
     def read_shard(self, shard: int, verify: bool = True, mmap: bool = False) -> ShardData:
         """Arrays of a finished shard; `ShardCorruptError` when the file does not match its record."""
@@ -348,16 +406,20 @@ class ShardStore:
             verify_file(path, FileRecord(rec.sha256, rec.bytes), check_hash=verify)
         except IndexCorruptError as exc:
             raise ShardCorruptError(f"shard {shard} in {self.dir}: {exc}") from exc
-        names = ["vectors", "id_bytes", "id_offsets"] + (["lengths"] if self.kind == "colbert" else [])
+        names = ["vectors", "id_bytes", "id_offsets"] + (["lengths"] if self.kind == "colbert" else []) \
+            + (["doc_rows", "spans"] if self.manifest.window is not None else [])
         try:
             arrays = load_arrays(path, names=names, mmap=mmap)
         except IndexCorruptError as exc:
             raise ShardCorruptError(f"shard {shard} in {self.dir}: {exc}") from exc
         ids = _decode_ids(arrays["id_bytes"], arrays["id_offsets"])
         lengths = np.asarray(arrays["lengths"], dtype=np.int64) if self.kind == "colbert" else None
-        if len(ids) != rec.n_docs or len(arrays["vectors"]) != rec.n_vectors:
+        doc_rows, spans = arrays.get("doc_rows"), arrays.get("spans")
+        if len(ids) != rec.n_docs or len(arrays["vectors"]) != rec.n_vectors or \
+                (doc_rows is not None and (spans is None or len(doc_rows) != len(ids)
+                                           or int(doc_rows[doc_rows > 1].sum()) != len(spans))):
             raise ShardCorruptError(f"shard {shard} in {self.dir} does not match its manifest record")
-        return ShardData(shard, ids, arrays["vectors"], lengths)
+        return ShardData(shard, ids, arrays["vectors"], lengths, doc_rows, spans)
 
     def iter_shards(self, verify: bool = True, mmap: bool = False) -> Iterator[ShardData]:
         for i in range(self.n_shards):
@@ -374,16 +436,18 @@ class ShardStore:
             except IndexCorruptError as exc:
                 raise ShardCorruptError(f"shard {i} in {self.dir}: {exc}") from exc
 
-    def merged(self) -> tuple[list[str], np.ndarray | list[np.ndarray]]:
-        """All ids and vectors in corpus order (dense: one array; colbert: one matrix per document)."""
+    def merged(self) -> tuple[list[str], Any]:
+        """All ids and vectors in corpus order (dense: one array; colbert, or a folder encoded with windows:
+        one entry per document, as `ShardData.iter_documents` gives them)."""
         ids: list[str] = []
         parts: list = []
+        flat = self.kind == "dense" and self.manifest.window is None
         for data in self.iter_shards():
             ids += data.ids
-            if self.kind == "dense":
+            if not flat:
+                parts += data.documents()
+            elif len(data.ids):  # an empty shard may have been written before the dim was known: (0, 0)
                 parts.append(np.asarray(data.vectors))
-            else:
-                parts += [np.asarray(v) for v in data.documents()]
-        if self.kind == "dense":
+        if flat:
             return ids, np.concatenate(parts) if parts else np.zeros((0, self.dim or 0), np.float32)
         return ids, parts

@@ -46,7 +46,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..windows import WindowConfig, model_window_limit
+from ..doc_encoder import DocumentEncoder
+from ..windows import WindowConfig
 from .docstore import DocStore
 from .errors import FilterFieldError, IndexCorruptError, IndexMismatchError, IndexStateError
 from .result import Hit, Result
@@ -70,9 +71,9 @@ _STRUCTURE_FILE = re.compile(r"^(dense|plaid|exact|seg|codec)\.\d{6}\.")
 class Index(IngestMixin):
     """A dense or ColBERT index on disk. Build with `create` + `add` + `finalize` (or `build`), load with `open`."""
 
-    def __init__(self, path: Path, manifest: IndexManifest, docstore: DocStore, store: VectorStore, structure: Any, model: Any,
+    def __init__(self, path: Path, manifest: IndexManifest, docstore: DocStore, store: VectorStore, structure: Any,
                  overrides: Mapping[str, Any] | None = None) -> None:  # fmt: skip
-        self.path, self.manifest, self.docstore, self.store, self.structure, self.model = path, manifest, docstore, store, structure, model
+        self.path, self.manifest, self.docstore, self.store, self.structure = path, manifest, docstore, store, structure
         self._overrides = dict(overrides or {})  # this session's search settings (kept across `_sync`)
         self._data_version = docstore.data_version()
         self._windows = WindowMap(docstore)  # structure row -> document
@@ -83,14 +84,15 @@ class Index(IngestMixin):
                model_id: str | None = None, dim: int | None = None, chunk_size: int = 4096, autosave: bool = True,
                commit_seconds: float = COMMIT_SECONDS, window: WindowConfig | Mapping[str, Any] | bool | None = None,
                **params: Any) -> Index:  # fmt: skip
-        """New empty index in `path` (state "building"). `model` gives model_id/dim (or pass them for vectors-only use).
-        Documents are committed (the unit of resumability) every `chunk_size` documents or `commit_seconds`
+        """New empty index in `path` (state "building"). `model` (a model or its `DocumentEncoder`) says whose
+        vectors the index will hold: its kind, id, dimension, revision and weights fingerprint are recorded,
+        the model itself is not kept (or pass model_id and dim). Documents are committed (the unit of resumability) every `chunk_size` documents or `commit_seconds`
         of encoding, whichever comes first. `window`: split documents longer than the model reads into
         windows, one index row each (`WindowConfig()`, recommended: windows of the model's full length; None,
         the default: one row per document, cut at the model's length)."""
         window_config = WindowConfig.from_value(window)
         if window_config is not None and model is not None:
-            model_window_limit(model)  # the model must say how long a window may be: checked before anything is written
+            DocumentEncoder(model).window_limit()  # the model must say how long a window may be: checked before anything is written
         path = Path(path)
         if kind not in INDEX_TYPES or index_type not in INDEX_TYPES[kind]:
             raise ValueError(f"unknown kind/index_type {kind!r}/{index_type!r}; valid: {INDEX_TYPES}")
@@ -121,12 +123,13 @@ class Index(IngestMixin):
         finally:
             docstore.close()
         manifest.save(path)
-        return cls._assemble(path, model, verify=False, keep={k: manifest.params[k] for k in _BUILD_PARAMS})
+        return cls._assemble(path, verify=False, keep={k: manifest.params[k] for k in _BUILD_PARAMS})
 
     @classmethod
     def open(cls, path: str | Path, model: Any = None, *, verify: bool = True, **overrides: Any) -> Index:
-        """Open an index: validates the manifest, checks `model` compatibility, file sizes and (with `verify`)
-        sha256 checksums. `overrides` change search/runtime settings (e.g. nprobe, backend) for this session."""
+        """Open an index: validates the manifest, checks that `model` (if given: a model or its `DocumentEncoder`,
+        not kept) made its vectors, file sizes and (with `verify`) sha256 checksums. `overrides` change
+        search/runtime settings (e.g. nprobe, backend) for this session."""
         path = Path(path)
         build = {k: overrides.pop(k) for k in _BUILD_PARAMS if k in overrides}
         manifest = IndexManifest.load(path)
@@ -134,12 +137,13 @@ class Index(IngestMixin):
             manifest.check_compatible(model)
         if unknown := set(overrides) - (set(manifest.params) - {"state", *_INDEX_PARAMS}):
             raise TypeError(f"unknown index settings {sorted(unknown)}")
-        return cls._assemble(path, model, verify=verify, overrides=overrides, keep=build)
+        return cls._assemble(path, verify=verify, overrides=overrides, keep=build)
 
     @classmethod
-    def build(cls, path: str | Path, docs: Iterable[Mapping[str, Any]], kind: str, index_type: str, model: Any, *,
-              show_progress: bool = False, **params: Any) -> Index:  # fmt: skip
-        """Create (or resume an interrupted build of) an index, add `docs` and finalize it."""
+    def build(cls, path: str | Path, docs: Iterable[Mapping[str, Any]], kind: str, index_type: str, model: Any = None, *,
+              vectors: Iterable[Any] | None = None, encoder: Any = None, show_progress: bool = False, **params: Any) -> Index:  # fmt: skip
+        """Create (or resume an interrupted build of) an index, add `docs` (with their `vectors`, or encoded
+        by `encoder`, a `DocumentEncoder`) and finalize it. `model`: as `create` (its identity only)."""
         path = Path(path)
         if (path / MANIFEST_NAME).exists():
             index = cls.open(path, model)
@@ -148,12 +152,12 @@ class Index(IngestMixin):
             logger.info("resuming the build of %s (%d documents already committed)", path, len(index))
         else:
             index = cls.create(path, kind, index_type, model, **params)
-        index.add(docs, show_progress=show_progress)
-        index.finalize()
+        index.add(docs, vectors=vectors, encoder=encoder, show_progress=show_progress)
+        index.finalize(show_progress=show_progress)
         return index
 
     @classmethod
-    def _assemble(cls, path: Path, model: Any, verify: bool, overrides: Mapping[str, Any] | None = None,
+    def _assemble(cls, path: Path, verify: bool, overrides: Mapping[str, Any] | None = None,
                   keep: Mapping[str, Any] | None = None) -> Index:  # fmt: skip
         """Load a consistent snapshot of the folder (`sync.load_snapshot`: never takes the writer lock)."""
         if not (path / DOCSTORE_NAME).is_file():
@@ -165,7 +169,7 @@ class Index(IngestMixin):
                 docstore.verify_rows()
                 _verify_lexical(docstore)
             snap = load_snapshot(path, docstore, keep or {}, overrides, verify)
-            index = cls(path, snap.manifest, docstore, snap.store, snap.structure, model, overrides)
+            index = cls(path, snap.manifest, docstore, snap.store, snap.structure, overrides)
             index._data_version = snap.data_version
         except BaseException:
             docstore.close()
@@ -230,29 +234,41 @@ class Index(IngestMixin):
         self.manifest.n_vectors = int(sum(c.n_vectors for c in self.docstore.chunks(include_dropped=True)))
 
     # ----------------------------------------------------------------- public write API
-    def add(self, docs: Iterable[Mapping[str, Any]], *, vectors: Iterable[Any] | None = None, show_progress: bool = False,
-            progress: ProgressFn | None = None) -> int:  # fmt: skip
-        """Encode and add documents (`{"id", "text", "title"?, "metadata"?}`); ids already in the index are
+    def add(self, docs: Iterable[Mapping[str, Any]], *, vectors: Iterable[Any] | None = None, encoder: Any = None,
+            show_progress: bool = False, progress: ProgressFn | None = None) -> int:  # fmt: skip
+        """Add documents (`{"id", "text", "title"?, "metadata"?}`) with their `vectors`, or encoded by `encoder`
+        (a `DocumentEncoder`: only the documents not yet indexed are encoded); ids already in the index are
         skipped, so re-running an interrupted `add` resumes it. Returns the number of documents added.
         `progress(n)` is called as documents are encoded (every few hundred) or skipped."""
         with writer_lock(self.path):
             self._sync(locked=True)
             self._bind()
             self._cleanup()
-            n = self._ingest(docs, vectors, replace=False, show_progress=show_progress, progress=progress)
+            n = self._ingest(docs, vectors, self._encoder(vectors, encoder), replace=False, show_progress=show_progress, progress=progress)
             self._after_write()
         return n
 
-    def update(self, docs: Iterable[Mapping[str, Any]], *, vectors: Iterable[Any] | None = None, show_progress: bool = False,
-               progress: ProgressFn | None = None) -> int:  # fmt: skip
+    def update(self, docs: Iterable[Mapping[str, Any]], *, vectors: Iterable[Any] | None = None, encoder: Any = None,
+               show_progress: bool = False, progress: ProgressFn | None = None) -> int:  # fmt: skip
         """Insert or replace documents by id (unchanged text/title are not re-encoded). Returns the number encoded."""
         with writer_lock(self.path):
             self._sync(locked=True)
             self._bind()
             self._cleanup()
-            n = self._ingest(docs, vectors, replace=True, show_progress=show_progress, progress=progress)
+            n = self._ingest(docs, vectors, self._encoder(vectors, encoder), replace=True, show_progress=show_progress, progress=progress)
             self._after_write()
         return n
+
+    def _encoder(self, vectors: Any, encoder: Any) -> Any:
+        """The `DocumentEncoder` of a write, checked against the manifest (None when vectors are given)."""
+        if vectors is not None:
+            return None
+        if encoder is None:
+            raise IndexStateError("documents need their vectors: pass vectors=..., or encoder=DocumentEncoder(model) "
+                                  "(the index holds no model; the Retriever encodes)")  # fmt: skip
+        encoder = DocumentEncoder(encoder)
+        self.manifest.check_compatible(encoder)
+        return encoder
 
     def delete(self, ids: Sequence[str]) -> int:
         """Delete documents by id (unknown ids are ignored). Returns the number deleted."""
@@ -333,8 +349,8 @@ class Index(IngestMixin):
         every row with it; a no-op for structures that train nothing."""
         with writer_lock(self.path):
             self._sync(locked=True)
-            if retrain and not self.store.n_vectors and len(self):
-                raise IndexStateError(f"retraining {self.path} needs its full vectors: build it with keep_full_vectors=true "
+            if retrain and not self.store.n_vectors and len(self):  # a request this index cannot meet: bad input
+                raise ValueError(f"retraining {self.path} needs its full vectors: build it with keep_full_vectors=true "
                                       "(a PLAID index keeps only compressed tokens otherwise), or re-index")
             self._bind()
             self._cleanup()
@@ -359,6 +375,7 @@ class Index(IngestMixin):
             else:
                 self.structure.compact()
             self._save()
+            self.docstore.shrink()
 
     def _retrain(self, show_progress: bool) -> None:
         structure = self.structure
@@ -369,8 +386,9 @@ class Index(IngestMixin):
         self._train(structure.retrain, sample, n, show_progress)
 
     # ----------------------------------------------------------------- search / read API
-    def search(self, queries: Any, k: int = 10, filter: Mapping[str, Any] | None = None, **params: Any) -> list[list[Hit]]:
-        """Top-`k` hits for each query: text(s) (encoded with the model) or query vectors (dense: (dim,) or
+    def search(self, queries: Any, k: int = 10, filter: Mapping[str, Any] | None = None, *, encoder: Any = None,
+               **params: Any) -> list[list[Hit]]:  # fmt: skip
+        """Top-`k` hits for each query: text(s) (encoded by `encoder`, a `DocumentEncoder`) or query vectors (dense: (dim,) or
         (n, dim); ColBERT: one (n_tokens, dim) matrix or a list of them). `filter`: metadata filter
         (see `compile_filter`); one that matches nothing because a field it needs is in no document raises
         `FilterFieldError`. `params`: per-call search settings (nprobe, ef_search, ndocs, ...). Each document
@@ -386,7 +404,7 @@ class Index(IngestMixin):
         self._sync(locked=False)
         if self.manifest.state != "ready":
             raise IndexStateError(f"the build of {self.path} did not finish: re-run `mbret index ...` to finish it")
-        vectors, n = query_vectors(self.manifest.kind, queries, self.model)
+        vectors, n = query_vectors(self.manifest.kind, queries, None if encoder is None else DocumentEncoder(encoder))
         if n == 0:
             return []
         allowed = None

@@ -232,6 +232,16 @@ class DocStore:
         with self._lock:
             self._conn.close()
 
+    def shrink(self) -> None:
+        """Give back the space of purged rows (`compact`): VACUUM, then fold the write-ahead log into the file
+        and truncate it. Best effort: a reader holding an old snapshot keeps the log until it is done."""
+        with self._lock:
+            try:
+                self._conn.execute("VACUUM")
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.OperationalError:  # busy: another connection reads; the space comes back later
+                pass
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """`BEGIN IMMEDIATE` ... `COMMIT` (rolled back on any exception)."""

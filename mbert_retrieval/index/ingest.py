@@ -1,5 +1,6 @@
-"""The write path of `Index` (a mixin): documents in slices -> window spans -> one model call -> chunk file
--> one SQLite transaction (the commit point of the documents) -> the in-memory structure.
+"""The write path of `Index` (a mixin): documents in slices -> vectors and window spans (given, or from the
+caller's `DocumentEncoder`: the index holds no model) -> chunk file -> one SQLite transaction (the commit
+point of the documents) -> the in-memory structure.
 
 Documents are committed every `chunk_size` documents or `commit_seconds` of encoding, whichever comes
 first, so an interrupted build keeps nearly all the work done however slow the encoder; an update's
@@ -18,9 +19,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..windows import WindowConfig, check_spans, model_window_limit, split_windows, structure_hint
+from ..windows import WindowConfig, check_spans
 from .docstore import DocRow, DocStore, FieldChange, WindowRow, encode_metadata
-from .errors import IndexStateError
 from .manifest import IndexManifest
 from .structures import doc_row, flatten_vectors
 from .vectors import VectorStore
@@ -41,7 +41,6 @@ class IngestMixin:
     docstore: DocStore
     store: VectorStore
     structure: Any
-    model: Any
     _windows: WindowMap
     _chunk_size: int
 
@@ -59,47 +58,6 @@ class IngestMixin:
     def window(self) -> WindowConfig | None:
         """How this index splits long documents it encodes (None: one row per document, truncated)."""
         return WindowConfig.from_value(self.manifest.params.get("window"))
-
-    def _split(self, rows: list[tuple], window: WindowConfig) -> list[list[tuple[int, int]] | None]:
-        """Window spans of each document's text (None for a document that fits the model in one window).
-        The title is prefixed to every window, so its tokens come off each window's budget."""
-        tokenizer, limit = model_window_limit(self.model)
-        limit = min(window.tokens or limit, limit)
-        out: list[list[tuple[int, int]] | None] = []
-        for _, text, title, metadata in rows:
-            n_title = len(tokenizer(f"{title} ", add_special_tokens=False)["input_ids"]) if title else 0
-            budget = limit - min(n_title, limit // 4)
-            config = WindowConfig(tokens=None, overlap=window.overlap, structure=window.structure)
-            spans = split_windows([text], tokenizer, config, budget, [structure_hint(metadata)])[0]
-            out.append(spans if len(spans) > 1 else None)
-        return out
-
-    def _encode(self, rows: list[tuple], given: list[list[tuple[int, int]] | None],
-                show_progress: bool = False) -> tuple[list[Any], list[list[tuple[int, int]] | None]]:  # fmt: skip
-        """Vectors of `rows` (one model call) and their window spans (`given` by the caller, else from the
-        index's window setting): per document a dense (dim,) array or a ColBERT token matrix, or for a
-        document split into n windows an (n, dim) array / n token matrices."""
-        if self.model is None:
-            raise IndexStateError("this index was opened without a model: pass `model=` or precomputed vectors")
-        window = self.window
-        spans = list(given)
-        if window is not None and (todo := [i for i, g in enumerate(given) if g is None]):
-            for i, found in zip(todo, self._split([rows[i] for i in todo], window)):
-                spans[i] = found
-        texts, owners = [], []
-        for n, ((_, text, title, _), doc_spans) in enumerate(zip(rows, spans)):
-            parts = [text] if doc_spans is None else [text[s:e] for s, e in doc_spans]
-            texts += [f"{title} {part}" if title else part for part in parts]
-            owners += [n] * len(parts)
-        # a slice with very long documents (thousands of windows) gets a bar of its own: minutes, not seconds
-        out = self.model.encode_documents(texts, show_progress=show_progress and len(texts) > 4 * _PROGRESS_SLICE)
-        if self.manifest.kind == "dense":
-            out = np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out, dtype=np.float32)
-        if all(s is None for s in spans):
-            return list(out), spans
-        bounds = np.searchsorted(np.asarray(owners), np.arange(len(rows) + 1))
-        vectors = [out[a] if doc_spans is None else out[a:b] for a, b, doc_spans in zip(bounds[:-1], bounds[1:], spans)]
-        return vectors, spans
 
     def _window_vectors(self, doc_id: str, vectors: Any, n: int) -> list[Any]:
         """The n per-window vectors of a windowed document: an (n, dim) array (dense) or n token matrices."""
@@ -147,8 +105,8 @@ class IngestMixin:
         if self._can_add():
             self.structure.add(iids, flat, offsets)
 
-    def _ingest(self, docs: Iterable[Mapping[str, Any]], vectors: Iterable[Any] | None, replace: bool, show_progress: bool,
-                progress: ProgressFn | None = None) -> int:  # fmt: skip
+    def _ingest(self, docs: Iterable[Mapping[str, Any]], vectors: Iterable[Any] | None, encoder: Any, replace: bool,
+                show_progress: bool, progress: ProgressFn | None = None) -> int:  # fmt: skip
         """Read documents in slices of `_PROGRESS_SLICE`, encode the new/changed ones, and commit a chunk when
         `chunk_size` documents are pending or `commit_seconds` have passed since the last commit (so an
         interrupted build keeps nearly all the work done, however slow the encoder)."""
@@ -176,7 +134,7 @@ class IngestMixin:
                 if todo:
                     given = [self._given_spans(batch[i][0], rows[i]) for i in keep]
                     if vectors is None:
-                        vecs, spans = self._encode(todo, given, show_progress)
+                        vecs, spans = encoder.encode_documents(todo, given, self.window, show_progress)
                     else:
                         vecs, spans = [batch[i][1] for i in keep], given
                     pending_vecs += vecs

@@ -189,7 +189,8 @@ def query_vectors(kind: str, queries: Any, model: Any) -> tuple[Any, int]:
     if isinstance(queries, str) or (isinstance(queries, (list, tuple)) and all(isinstance(q, str) for q in queries)):
         texts = [queries] if isinstance(queries, str) else list(queries)
         if model is None:
-            raise IndexStateError("text queries need a model: Index.open(path, model=...)")
+            raise IndexStateError("text queries need an encoder: index.search(texts, encoder=DocumentEncoder(model)), "
+                                  "or search through the Retriever, which owns the model")
         queries = model.encode_queries(texts, show_progress=False)
     if hasattr(queries, "detach"):  # torch tensor
         queries = queries.detach().cpu().numpy()

@@ -10,7 +10,7 @@ import math
 import os
 import zlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Mapping
 
@@ -112,6 +112,11 @@ class LoadReport:
 
     def skip(self, path: PathLike, reason: str) -> None:
         self.skipped.append((str(path), reason))
+
+    def reset(self) -> None:
+        """Back to an empty report, in place (the corpus is read again from the start)."""
+        for f in fields(self):
+            setattr(self, f.name, f.default_factory() if f.default_factory is not MISSING else f.default)
 
     def add_file(self, path: Path) -> None:
         self.n_files += 1

@@ -1,6 +1,14 @@
 """`iter_corpus` / `load_corpus`: any corpus path -> documents, with the format detected from the path,
 blank documents skipped and counted, and an empty result refused. A `LoadReport` passed in is filled as
-the documents are read (what was detected, how many documents, what was skipped and why)."""
+the documents are read (what was detected, how many documents, what was skipped and why).
+
+`iter_corpus` streams: JSONL (and BEIR's corpus.jsonl) line by line, CSV/TSV row by row, `.json` arrays
+element by element (an incremental parser: memory holds one element and the unparsed text around it, not the
+file), text files line by line, folders file by file (the sorted list of their paths is kept, not the
+contents). What grows with the corpus while it is read is the set of ids seen (duplicates are refused when
+reached: about 100 bytes per document) and, for folders, the path list. Errors (file, line, field) are raised
+when the bad input is reached, so a consumer that commits as it goes keeps what came before.
+`estimate_documents` gives a cheap count for a progress bar without parsing."""
 
 from __future__ import annotations
 
@@ -8,8 +16,11 @@ import logging
 from pathlib import Path
 from typing import Iterator
 
-from .base import DataError, Document, LoadReport, PathLike, ReadOptions, document_text, suffix_without_gz
-from .files import CODE_LANGUAGES, TEXT_EXTENSIONS, iter_file_corpus, iter_folder_corpus, read_code_dir
+from .base import (
+    GZIP_ERRORS, READ_CHUNK, DataError, Document, LoadReport, PathLike, ReadOptions, document_text, open_binary,
+    suffix_without_gz,
+)
+from .files import CODE_LANGUAGES, TEXT_EXTENSIONS, iter_code_dir, iter_file_corpus, iter_folder_corpus
 from .jsonl import iter_json_corpus, iter_jsonl_corpus
 from .tabular import iter_table_corpus
 from .text import MARKDOWN_EXTENSIONS
@@ -56,7 +67,7 @@ def _documents(fmt: str, path: Path, options: ReadOptions, report: LoadReport) -
     if path.is_file():
         return iter_file_corpus(path, options, report, None if fmt in ("file", "folder") else fmt)
     if fmt == "code":
-        return iter(read_code_dir(path, max_bytes=options.max_file_bytes, report=report))
+        return iter_code_dir(path, max_bytes=options.max_file_bytes, report=report)
     extensions = {"text": TEXT_EXTENSIONS, "markdown": MARKDOWN_EXTENSIONS}.get(fmt)
     return iter_folder_corpus(path, options, report, extensions)
 
@@ -107,6 +118,28 @@ def iter_corpus(path: PathLike, kind: str = "auto", options: ReadOptions | None 
     if report.format == "beir" and not p.is_dir():
         raise DataError("expected a BEIR folder (corpus.jsonl, queries.jsonl, qrels/), got a file", p)
     return _count(_documents(report.format, p, options, report), p, report)
+
+
+def estimate_documents(path: PathLike, kind: str = "auto") -> int | None:
+    """About how many documents `iter_corpus(path, kind)` yields, without parsing (for a progress bar): the
+    lines of a JSONL file or BEIR corpus (`.gz` decompressed), the lines after the header of a TSV; None for
+    the other formats. An upper bound: blank lines and blank documents are counted."""
+    p = Path(path)
+    fmt = detect_format(p) if kind == "auto" and p.exists() else kind
+    if fmt == "beir" and p.is_dir():
+        p = find_beir_file(p, "corpus")
+    elif fmt not in ("jsonl", "tsv") or not p.is_file():
+        return None
+    n, last = 0, b"\n"
+    with open_binary(p) as fh:
+        try:
+            while chunk := fh.read(READ_CHUNK):
+                n += chunk.count(b"\n")
+                last = chunk[-1:]
+        except GZIP_ERRORS:
+            return None  # reading the corpus says what is wrong, with the line
+    n += last != b"\n"
+    return max(0, n - 1) if fmt == "tsv" else n
 
 
 def load_corpus(path: PathLike, kind: str = "auto", options: ReadOptions | None = None, *,

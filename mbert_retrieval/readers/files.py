@@ -179,16 +179,16 @@ def read_text_files(dir_or_files: PathLike | Iterable[PathLike],
             for p in files]
 
 
-def read_code_dir(path: PathLike | Iterable[PathLike], extensions: Sequence[str] | None = None,
+def iter_code_dir(path: PathLike | Iterable[PathLike], extensions: Sequence[str] | None = None,
                   max_bytes: int = 1_000_000, skip_dirs: Iterable[str] = SKIP_DIRS,
-                  report: LoadReport | None = None) -> list[Document]:
-    """One document per source file under `path` (or the given files). id = relative path; metadata:
-    `language` (from the extension), `path`, `num_lines`. Binary (NUL byte / not UTF-8) and files larger
-    than `max_bytes` are skipped (logged, and recorded in `report`); .git, node_modules, virtualenvs... are
-    not entered."""
+                  report: LoadReport | None = None) -> Iterator[Document]:
+    """One document per source file under `path` (or the given files), read file by file as they are asked
+    for (memory: the sorted list of paths, not their contents). id = relative path; metadata: `language`
+    (from the extension), `path`, `num_lines`. Binary (NUL byte / not UTF-8) and files larger than
+    `max_bytes` are skipped (logged, and recorded in `report`); .git, node_modules, virtualenvs... are not
+    entered."""
     exts = tuple(extensions) if extensions is not None else tuple(CODE_LANGUAGES)
     base, files = collect_files(path, exts, frozenset(skip_dirs))
-    docs = []
     for p in files:
         text, reason = sniff_text(p, max_bytes)
         if text is None:
@@ -200,7 +200,13 @@ def read_code_dir(path: PathLike | Iterable[PathLike], extensions: Sequence[str]
             report.add_file(p)
         rel = relative_id(p, base)
         language = CODE_LANGUAGES.get(p.suffix.lower(), p.suffix.lower().lstrip(".") or "text")
-        docs.append(Document(id=rel, text=text, metadata={
+        yield Document(id=rel, text=text, metadata={
             "language": language, "path": rel, "num_lines": text.count("\n") + (0 if text.endswith("\n") else 1),
-        }))
-    return docs
+        })
+
+
+def read_code_dir(path: PathLike | Iterable[PathLike], extensions: Sequence[str] | None = None,
+                  max_bytes: int = 1_000_000, skip_dirs: Iterable[str] = SKIP_DIRS,
+                  report: LoadReport | None = None) -> list[Document]:
+    """`iter_code_dir` read whole into a list."""
+    return list(iter_code_dir(path, extensions, max_bytes, skip_dirs, report))

@@ -40,12 +40,15 @@ class MinedExample:
 class IndexSearcher:
     """Top-k over one of the project's index folders, as document positions in `doc_ids` order.
 
-    The index's own search (FAISS, PLAID or exact MaxSim) ranks; its model encodes the queries. Documents of
+    The index's own search (FAISS, PLAID or exact MaxSim) ranks; `model` encodes the queries. Documents of
     the index that are not in `doc_ids` are skipped; rows shorter than k are padded with index -1 / -inf.
     """
 
-    def __init__(self, index: Any, doc_ids: Sequence[str], **search_params: Any):
+    def __init__(self, index: Any, doc_ids: Sequence[str], model: Any, **search_params: Any):
+        from ..doc_encoder import DocumentEncoder
+
         self.index = index
+        self.encoder = DocumentEncoder(model)
         self.positions = {str(d): i for i, d in enumerate(doc_ids)}
         self.search_params = search_params
 
@@ -60,7 +63,7 @@ class IndexSearcher:
         k = min(k, len(self))
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         idx = np.full((len(queries), k), -1, dtype=np.int64)
-        for row, hits in enumerate(self.index.search(list(queries), k=k, **self.search_params)):
+        for row, hits in enumerate(self.index.search(list(queries), k=k, encoder=self.encoder, **self.search_params)):
             kept = [(h.score, self.positions[h.doc_id]) for h in hits if h.doc_id in self.positions][:k]
             for col, (score, pos) in enumerate(kept):
                 scores[row, col], idx[row, col] = score, pos
@@ -75,14 +78,13 @@ class ExactSearcher(IndexSearcher):
     in a temporary folder (removed by `close()` or at exit) — the same search code the index folders use."""
 
     def __init__(self, model: Any, documents: Sequence[str], show_progress: bool = True, chunk_size: int = 4096):
-        from ..index import Index
+        from ..doc_encoder import build_index
 
         self._tmp = tempfile.TemporaryDirectory(prefix="mbret-mine-")
         docs = ({"id": str(i), "text": t} for i, t in enumerate(documents))
         kind = getattr(model, "kind", "dense")
-        index = Index.build(Path(self._tmp.name) / "index", docs, kind, "flat", model, show_progress=show_progress,
-                            chunk_size=chunk_size)
-        super().__init__(index, [str(i) for i in range(len(documents))])
+        index = build_index(Path(self._tmp.name) / "index", docs, kind, "flat", model, show_progress=show_progress, chunk_size=chunk_size)
+        super().__init__(index, [str(i) for i in range(len(documents))], model)
 
     def close(self) -> None:
         super().close()
@@ -197,7 +199,7 @@ def mine_beir(model: Any, beir_dir: str | os.PathLike, output: str | os.PathLike
     if index is not None:
         from ..index import Index
 
-        searcher: IndexSearcher = IndexSearcher(Index.open(Path(index), model), list(corpus), **dict(search_params or {}))
+        searcher: IndexSearcher = IndexSearcher(Index.open(Path(index), model), list(corpus), model, **dict(search_params or {}))
         missing = len(corpus) - len(searcher.index)
         if missing > 0:
             searcher.close()

@@ -1,5 +1,6 @@
-"""`mbret index --shards N [--ray ...]` and the commands that read a sharded index folder (search, info, eval,
-serve), with typer's CliRunner and a tiny real ModernBERT."""
+"""`mbret index --shards N [--ray ...]`: the encoding split into shards, one ordinary index out (searched,
+changed, evaluated and served like any other), and folders of the former sharded layout refused; with typer's
+CliRunner and a tiny real ModernBERT."""
 
 from __future__ import annotations
 
@@ -67,7 +68,8 @@ def test_sharded_flat_search_equals_unsharded(tmp_path, tiny_modernbert, kind):
     summary = js(mbret("index", corpus, tmp_path / "sharded", *common, "--shards", "2", "--json"))
     assert summary["documents"] == 12 and summary["shards"] == 2 and summary["backend"] == "local"
     assert summary["resumed_from"] == 0 and summary["kind"] == kind
-    assert not (tmp_path / "sharded" / "_embeddings").exists()  # removed once every shard index is built
+    assert not (tmp_path / "sharded" / "_embeddings").exists()  # removed once the index is finished
+    assert (tmp_path / "sharded" / "manifest.json").is_file() and not (tmp_path / "sharded" / "sharded.json").exists()
 
     _assert_same_results(_search_all(tmp_path / "sharded", queries), _search_all(tmp_path / "single", queries))
     flt = ("--filter", "group=1", "--filter", "lang=en")
@@ -77,13 +79,11 @@ def test_sharded_flat_search_equals_unsharded(tmp_path, tiny_modernbert, kind):
     one = js(mbret("search", tmp_path / "sharded", "number 7", "-k", "3", "--json"))
     assert one["results"][0]["rank"] == 1 and "metadata" in one["results"][0]
 
-    info = js(mbret("info", tmp_path / "sharded", "--json", "--verify"))
-    assert info["sharded"] is True and info["state"] == "ready" and info["kind"] == kind
-    assert info["n_shards"] == 2 and info["n_documents"] == 12
-    assert [s["n_documents"] for s in info["shards"]] == [6, 6] and info["model_id"] == summary["model_id"]
-    assert info["model_path"] == str(Path(tiny_modernbert).resolve()) and info["hybrid"] is False
-    text = ok(mbret("info", tmp_path / "sharded"))
-    assert "n_shards" in text and "shard-00001" in text
+    info = js(mbret("info", tmp_path / "sharded", "--json", "--verify"))  # an ordinary index: one description
+    assert "sharded" not in info and "shards" not in info
+    assert info["state"] == "ready" and info["kind"] == kind and info["n_documents"] == 12
+    assert info["model_id"] == summary["model_id"] and info["hybrid"] is False
+    assert info["model_path"] == str(Path(tiny_modernbert).resolve())
 
 
 def test_rerun_is_a_no_op_and_interrupted_build_resumes(tmp_path, tiny_modernbert, encode_counter):
@@ -94,43 +94,54 @@ def test_rerun_is_a_no_op_and_interrupted_build_resumes(tmp_path, tiny_modernber
     first = mbret(*args)
     assert first.exit_code == 130 and "re-run the same command to resume" in first.stderr
     info = js(mbret("info", tmp_path / "idx", "--json"))
-    assert info["sharded"] is True and info["state"] == "encoding" and info["n_documents_done"] == 4
+    assert info["state"] == "encoding" and info["n_documents_done"] == 4 and info["n_shards_done"] == 1
     assert "re-run" in mbret("info", tmp_path / "idx").stderr
-    assert mbret("search", tmp_path / "idx", "q").exit_code == 2  # not an index yet
+    r = mbret("search", tmp_path / "idx", "q")
+    assert r.exit_code == 2 and "--shards N" in r.stderr  # not an index yet
     summary = js(mbret(*args, "--json"))
     assert summary["resumed_from"] == 4 and summary["documents"] == 12
     assert sum(encoded) == 12  # nothing encoded twice
     hits = js(mbret("search", tmp_path / "idx", "document", "-k", "20", "--json"))["results"]
     assert sorted(h["id"] for h in hits) == sorted(f"d{i}" for i in range(12))
-    # a finished build: re-running it encodes nothing; another shard count or corpus is refused
+    # a finished build: re-running it encodes nothing, whatever the shard count; another corpus is for `add`
     assert js(mbret(*args, "--json"))["resumed_from"] == 12 and sum(encoded) == 12
-    r = mbret("index", corpus, tmp_path / "idx", "--model", tiny_modernbert, "--shards", "4", "-q")
-    assert r.exit_code == 2 and "read-only" in r.stderr and "n_shards" in r.stderr
+    r = mbret("index", corpus, tmp_path / "idx", "--model", tiny_modernbert, "--shards", "4", "-q", "--json")
+    assert js(r)["documents"] == 12 and sum(encoded) == 12
     other = tmp_path / "other.jsonl"
     other.write_text('{"_id": "x", "text": "another corpus"}\n')
     r = mbret("index", other, tmp_path / "idx", "--model", tiny_modernbert, "--shards", "3", "-q")
-    assert r.exit_code == 2 and "corpus" in r.stderr
+    assert r.exit_code == 2 and "mbret add" in r.stderr
     _assert_same_results(_search_all(tmp_path / "idx", queries), _search_all(tmp_path / "idx", queries))
 
 
-def _use_bm25s(folder) -> None:
-    """Drop the FTS5 BM25 table of an unsharded index: its hybrid searches then use bm25s in memory, as a
-    sharded folder's do (FTS5 lives in one document store; a sharded folder has one per shard)."""
-    from mbert_retrieval.index.docstore import DocStore
-    from mbert_retrieval.index.lexical import LexicalIndex
+def test_build_interrupted_while_indexing_resumes(tmp_path, tiny_modernbert, monkeypatch):
+    from mbert_retrieval.index import Index
 
-    store = DocStore(folder / "docs.sqlite")
-    try:
-        LexicalIndex(store).drop()
-    finally:
-        store.close()
+    corpus = _corpus(tmp_path)
+    real_add, calls = Index.add, {"n": 0}
+
+    def add_then_interrupt(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # Ctrl-C while the second shard goes into the index
+            raise KeyboardInterrupt
+        return real_add(self, *args, **kwargs)
+
+    monkeypatch.setattr(Index, "add", add_then_interrupt)
+    args = ("index", corpus, tmp_path / "idx", "--model", tiny_modernbert, "--shards", "3", "-q")
+    assert mbret(*args).exit_code == 130
+    monkeypatch.setattr(Index, "add", real_add)
+    info = js(mbret("info", tmp_path / "idx", "--json"))
+    assert info["state"] == "building" and info["n_documents"] == 4 and "--shards 3" in info["resume_hint"]
+    r = mbret("search", tmp_path / "idx", "document")
+    assert r.exit_code == 2 and "--shards 3" in r.stderr
+    summary = js(mbret(*args, "--json"))
+    assert summary["documents"] == 12 and summary["resumed_from"] == 12  # every shard was encoded already
 
 
 def test_sharded_hybrid_equals_unsharded_hybrid(tmp_path, tiny_modernbert):
     corpus, queries = _corpus(tmp_path), _queries(tmp_path)
     common = ("--model", tiny_modernbert, "--hybrid", "-q")
     ok(mbret("index", corpus, tmp_path / "single", *common))
-    _use_bm25s(tmp_path / "single")
     assert js(mbret("index", corpus, tmp_path / "sharded", *common, "--shards", "2", "--json"))["hybrid"] is True
     fused = _search_all(tmp_path / "sharded", queries)
     _assert_same_results(fused, _search_all(tmp_path / "single", queries))
@@ -143,44 +154,66 @@ def test_sharded_hybrid_equals_unsharded_hybrid(tmp_path, tiny_modernbert):
     assert js(mbret("info", tmp_path / "sharded", "--json"))["hybrid"] is True
 
 
-# ---------------------------------------------------------------------------------------------- read-only, eval, serve
-def test_sharded_index_is_read_only_and_serves(tmp_path, tiny_modernbert, monkeypatch):
+def test_long_documents_split_into_windows_with_shards(tmp_path, tiny_modernbert):
+    """Workers split long documents into windows as a one-process build does: same rows, same answers."""
+    words = "retrieval shards merge windows tokens model index search query document encoder".split()
+    path = tmp_path / "long.jsonl"
+    rows = [{"_id": f"d{i}", "title": f"Doc {i}" if i % 2 else "",
+             "text": " ".join(words[(i + j) % len(words)] for j in range(12 + 25 * (i % 4)))} for i in range(10)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = ("--model", tiny_modernbert, "--window", "32", "-q", "--json")
+    single = js(mbret("index", path, tmp_path / "single", *common))
+    sharded = js(mbret("index", path, tmp_path / "sharded", *common, "--shards", "3"))
+    assert sharded["split_documents"] == single["split_documents"] > 0
+    assert sharded["windows"] == single["windows"] > sharded["documents"] == 10
+    queries = _queries(tmp_path)
+    _assert_same_results(_search_all(tmp_path / "sharded", queries), _search_all(tmp_path / "single", queries))
+    hits = {name: js(mbret("search", tmp_path / name, "windows tokens", "-k", "10", "--json"))["results"]
+            for name in ("single", "sharded")}
+    assert [h.get("window") for h in hits["sharded"]] == [h.get("window") for h in hits["single"]]
+    assert any(h.get("window") for h in hits["sharded"])
+
+
+# ---------------------------------------------------------------------------------------------- writable, eval, serve
+def test_sharded_build_is_writable_and_serves(tmp_path, tiny_modernbert, monkeypatch):
     from mbert_retrieval import Retriever
-    from mbert_retrieval.retriever_sharded import ShardedReadOnlyError
 
     idx = tmp_path / "idx"
     ok(mbret("index", _corpus(tmp_path), idx, "--model", tiny_modernbert, "--shards", "2", "-q"))
     more = tmp_path / "more.jsonl"
-    more.write_text('{"_id": "new", "text": "brand new"}\n')
-    for args in (("add", idx, more, "-q"), ("add", idx, more, "--update", "-q"), ("delete", idx, "d1")):
-        r = mbret(*args)
-        assert r.exit_code == 2 and "read-only" in r.stderr and "--shards 2" in r.stderr, args
-    r = mbret("index", more, idx, "--model", tiny_modernbert, "-q")  # unsharded build into a sharded folder
-    assert r.exit_code == 2 and "sharded" in r.stderr
+    more.write_text('{"_id": "new", "text": "brand new zebra"}\n{"_id": "d3", "text": "changed text"}\n')
+    assert js(mbret("add", idx, more, "-q", "--json"))["added"] == 1  # d3 is already there
+    assert js(mbret("add", idx, more, "--update", "-q", "--json"))["updated"] == 1
+    assert js(mbret("delete", idx, "d1", "--json"))["deleted"] == 1
+    assert js(mbret("compact", idx, "--json"))["after"]["documents"] == 12
+    hits = js(mbret("search", idx, "brand new zebra", "-k", "12", "--json"))["results"]
+    assert "new" in [h["id"] for h in hits] and "d1" not in [h["id"] for h in hits]
 
     with Retriever.open(idx) as retriever:
-        assert len(retriever) == 12 and retriever.info()["n_shards"] == 2
-        assert retriever.get(["d11", "nope", "d0"])[0]["id"] == "d11"
-        assert retriever.get(["nope"]) == [None]
-        with pytest.raises(ShardedReadOnlyError, match="read-only"):
-            retriever.add([{"id": "x", "text": "y"}])
+        assert len(retriever) == 12 and retriever.get(["d3"])[0]["text"] == "changed text"
+        assert retriever.add([{"id": "x", "text": "y"}]) == 1
         assert retriever.search("topic 1", k=20, filter={"group": 1}, hybrid=True)[0].metadata["group"] == 1
 
     import uvicorn
     from fastapi.testclient import TestClient
 
-    calls: list = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(app))
+    answers: dict = {}
+
+    def run(app, **kw):  # the requests are made while `mbret serve` holds the index open
+        client = TestClient(app)
+        answers["health"] = client.get("/health").json()
+        answers["search"] = client.post("/search", json={"query": "document", "k": 3}).json()["results"]
+        answers["post"] = client.post("/documents", json={"documents": [{"id": "n", "text": "t"}]}).status_code
+
+    monkeypatch.setattr(uvicorn, "run", run)
     r = mbret("serve", idx)
     ok(r)
-    assert "read-only" in r.stderr
-    client = TestClient(calls[-1])
-    assert client.get("/health").json() == {"status": "ok", "documents": 12}
-    assert len(client.post("/search", json={"query": "document", "k": 3}).json()["results"]) == 3
-    assert client.post("/documents", json={"documents": [{"id": "n", "text": "t"}]}).status_code == 403
+    assert "read-only" not in r.stderr
+    assert answers["health"] == {"status": "ok", "documents": 13} and len(answers["search"]) == 3
+    assert answers["post"] == 200  # not read-only: writes are served
 
 
-def test_eval_on_a_sharded_index(tmp_path, tiny_modernbert):
+def test_eval_on_a_sharded_build(tmp_path, tiny_modernbert):
     beir = tmp_path / "beir"
     (beir / "qrels").mkdir(parents=True)
     shutil.copy(_corpus(tmp_path), beir / "corpus.jsonl")
@@ -194,10 +227,29 @@ def test_eval_on_a_sharded_index(tmp_path, tiny_modernbert):
     assert scores["sharded"] == pytest.approx(scores["single"], abs=1e-6)
 
 
+# ---------------------------------------------------------------------------------------------- former layout
+def test_a_folder_of_the_former_sharded_layout_is_refused(tmp_path, tiny_modernbert):
+    old = tmp_path / "old"
+    (old / "shard-00000").mkdir(parents=True)
+    (old / "sharded.json").write_text(json.dumps({"kind": "dense", "index_type": "ivfpq", "model_id": "m/x",
+                                                  "dim": 32, "state": "ready",
+                                                  "shards": [{"name": f"shard-0000{i}"} for i in range(3)]}))
+    corpus = _corpus(tmp_path)
+    rebuild = f"mbret index CORPUS {old}-new --shards 3 --model m/x --kind dense --index ivfpq"
+    for args in (("search", old, "document"), ("info", old), ("info", old, "--json"), ("add", old, corpus, "-q"),
+                 ("delete", old, "d1"), ("compact", old), ("index", corpus, old, "--model", tiny_modernbert, "-q"),
+                 ("index", corpus, old, "--model", tiny_modernbert, "--shards", "3", "-q"),
+                 ("eval", tmp_path, "--index", old, "-q")):
+        r = mbret(*args)
+        assert r.exit_code == 2, (args, r.stderr)
+        assert rebuild in r.stderr and r.stderr.strip().count("\n") == 0, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+
+
 # ---------------------------------------------------------------------------------------------- torchrun
 def test_torchrun_ranks_share_the_encoding(tmp_path, tiny_modernbert, monkeypatch):
     """Two ranks run one after the other (as torchrun would run them side by side): rank 1 encodes its
-    shards and returns, rank 0 encodes its own and builds every shard index."""
+    shards and returns, rank 0 encodes its own and builds the one index."""
     corpus, queries = _corpus(tmp_path), _queries(tmp_path)
     ok(mbret("index", corpus, tmp_path / "single", "--model", tiny_modernbert, "-q"))
     args = ("index", corpus, tmp_path / "idx", "--model", tiny_modernbert, "--shards", "4", "-q", "--json")
@@ -205,7 +257,7 @@ def test_torchrun_ranks_share_the_encoding(tmp_path, tiny_modernbert, monkeypatc
     monkeypatch.setenv("RANK", "1")
     rank1 = js(mbret(*args))
     assert rank1["rank"] == 1 and rank1["backend"] == "torchrun" and "documents" not in rank1
-    assert not (tmp_path / "idx" / "sharded.json").exists()
+    assert not (tmp_path / "idx" / "manifest.json").exists()
     monkeypatch.setenv("RANK", "0")
     rank0 = js(mbret(*args))
     assert rank0["backend"] == "torchrun" and rank0["documents"] == 12 and rank0["resumed_from"] == 6
@@ -236,9 +288,11 @@ def test_bad_shard_options_exit_2(tmp_path, tiny_modernbert, monkeypatch):
     r = mbret("index", corpus, idx, "--model", tiny_modernbert, "-q", "--shards", "2", "--ray", "auto")
     assert r.exit_code == 2 and "torchrun" in r.stderr
     monkeypatch.delenv("WORLD_SIZE")
-    ok(mbret("index", corpus, tmp_path / "plain", "--model", tiny_modernbert, "-q"))
-    r = mbret("index", corpus, tmp_path / "plain", "--model", tiny_modernbert, "-q", "--shards", "2")
-    assert r.exit_code == 2 and "unsharded" in r.stderr
+    r = mbret("index", corpus, idx, "--model", tiny_modernbert, "-q", "--shards", "2", "--window", "4")
+    assert r.exit_code == 2 and "--window" in r.stderr and not idx.exists()
+    ok(mbret("index", corpus, tmp_path / "plain", "--model", tiny_modernbert, "-q"))  # a finished index
+    r = mbret("index", corpus, tmp_path / "plain", "--model", tiny_modernbert, "-q", "--shards", "2", "--index", "hnsw")
+    assert r.exit_code == 2 and "flat" in r.stderr and "hnsw" in r.stderr
 
 
 # ---------------------------------------------------------------------------------------------- Ray

@@ -75,3 +75,42 @@ def ray_cluster():
     finally:
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class FakeModel:
+    """A deterministic stand-in encoder (no torch): vectors from a hash of each text, so that tests can build
+    indexes big enough for IVF-PQ / PLAID training in a second. colbert: one token vector per word (max 12)."""
+
+    def __init__(self, kind: str = "dense", dim: int = 16) -> None:
+        self.kind, self.dim, self.model_id = kind, dim, f"fake/{kind}-{dim}"
+        self.calls = 0
+
+    def _rows(self, text: str, n: int) -> np.ndarray:
+        import hashlib
+
+        seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
+        x = np.random.default_rng(seed).standard_normal((n, self.dim)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    def _encode(self, texts):
+        if self.kind == "dense":
+            return np.stack([self._rows(t, 1)[0] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+        return [self._rows(t, max(1, min(12, len(t.split())))) for t in texts]
+
+    def encode_documents(self, texts, show_progress=False):
+        self.calls += 1
+        return self._encode(list(texts))
+
+    def encode_queries(self, texts, show_progress=False):
+        return self._encode([f"query: {t}" for t in texts])
+
+
+@pytest.fixture
+def fake_model():
+    return FakeModel
+
+
+@pytest.fixture
+def doc_maker():
+    """`make_docs(n, seed)` for tests that need another corpus size."""
+    return make_docs

@@ -1,4 +1,4 @@
-"""Ray backend on a local 2-CPU cluster: shards equal to one process, resume, and a sharded build."""
+"""Ray backend on a local 2-CPU cluster: shards equal to one process, resume, and a build of one index."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from mbert_retrieval.data import document_text
-from mbert_retrieval.distributed import EncodeConfig, ShardedIndex, build_sharded, encode_corpus
+from mbert_retrieval.distributed import EncodeConfig, build_sharded, encode_corpus
+from mbert_retrieval.index import Index
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install 'mbert-retrieval[ray]')")
 
@@ -31,19 +32,42 @@ def test_ray_shards_equal_single_process(tmp_path, ray_cluster, docs, tiny_moder
     assert ray_cluster.is_initialized()  # an existing Ray session is used and left running
     if kind == "colbert":
         return
-    # resume on Ray: shard 1 lost its commit record; build_sharded re-encodes only it, then indexes
+    # resume on Ray: shard 1 lost its commit record; build_sharded re-encodes only it, then builds the index
     mtime0 = (tmp_path / "emb" / store.file_name(0)).stat().st_mtime_ns
     (tmp_path / "emb" / store.done_name(1)).unlink()
     (tmp_path / "sh").mkdir()
     (tmp_path / "emb").rename(tmp_path / "sh" / "_embeddings")
     index = build_sharded(docs, tmp_path / "sh", tiny_modernbert, "dense", "flat", n_shards=3, backend="ray",
-                          num_workers=1, keep_embeddings=True)
+                          num_workers=1, keep_embeddings=True, model_kwargs={"dtype": "float32"})
     assert (tmp_path / "sh" / "_embeddings" / store.file_name(0)).stat().st_mtime_ns == mtime0
-    assert isinstance(index, ShardedIndex) and len(index) == len(docs)
-    reopened = ShardedIndex.open(tmp_path / "sh", dense_model)
+    assert isinstance(index, Index) and len(index) == len(docs)
+    index.close()
+    reopened = Index.open(tmp_path / "sh", dense_model)
     q = dense_model.encode_queries(["shard merge"])
     want = [docs[i]["id"] for i in np.argsort(-(expected @ q[0]))[:3]]
     assert [h.doc_id for h in reopened.search(q, k=3)[0]] == want
+    assert reopened.delete([want[0]]) == 1  # an ordinary, writable index
+    assert [h.doc_id for h in reopened.search(q, k=2)[0]] == want[1:]
     reopened.close()
 
 
+def test_ray_workers_split_windows_like_one_process(tmp_path, ray_cluster, tiny_modernbert, dense_model):
+    from mbert_retrieval.windows import WindowConfig
+
+    words = "retrieval shards merge windows tokens model index search query document encoder".split()
+    docs = [{"id": f"d{i}", "title": f"Doc {i}" if i % 2 else "",
+             "text": " ".join(words[(i + j) % len(words)] for j in range(10 + 30 * (i % 3)))} for i in range(9)]
+    window = WindowConfig(tokens=32, overlap=4).to_dict()
+    local = encode_corpus(docs, dense_model, "dense", tmp_path / "local", config=EncodeConfig(n_shards=2, window=window))
+    remote = encode_corpus(docs, tiny_modernbert, "dense", tmp_path / "ray",
+                           config=EncodeConfig(n_shards=2, backend="ray", num_workers=1, batch_size=4, window=window,
+                                               model_kwargs={"dtype": "float32"}))
+    n_split = 0
+    for shard in range(2):
+        want, got = local.read_shard(shard), remote.read_shard(shard)
+        assert got.ids == want.ids
+        for (gv, gw), (wv, ww) in zip(got.iter_documents(), want.iter_documents()):
+            assert gw == ww
+            np.testing.assert_allclose(gv, wv, atol=1e-5)
+            n_split += gw is not None
+    assert n_split > 0

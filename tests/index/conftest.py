@@ -10,7 +10,10 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
-import pytest
+import pytest  # noqa: E402
+
+from mbert_retrieval.doc_encoder import DocumentEncoder  # noqa: E402
+from mbert_retrieval.index.base import Index  # noqa: E402
 
 
 def word_vector(word: str, dim: int) -> np.ndarray:
@@ -126,3 +129,38 @@ def _one_faiss_thread():
 def _tmp_caches(tmp_path, monkeypatch):
     for var in ("HF_HOME", "XDG_CACHE_HOME", "TORCH_HOME"):
         monkeypatch.setenv(var, str(tmp_path / ".cache"))
+
+
+class TextIndex(Index):
+    """The index tests are written with texts; the index holds no model. This adapter keeps a
+    `DocumentEncoder` of the (fake) model beside the index, as the `Retriever` does, and passes it to every
+    write without vectors and every text search."""
+
+    _test_encoder: DocumentEncoder | None = None
+
+    @classmethod
+    def create(cls, path, kind, index_type, model=None, **kw):
+        index = super().create(path, kind, index_type, model, **kw)
+        index._test_encoder = None if model is None else DocumentEncoder(model)
+        return index
+
+    @classmethod
+    def open(cls, path, model=None, **kw):
+        index = super().open(path, model, **kw)
+        index._test_encoder = None if model is None else DocumentEncoder(model)
+        return index
+
+    @classmethod
+    def build(cls, path, docs, kind, index_type, model=None, **kw):
+        if model is not None and kw.get("vectors") is None:
+            kw.setdefault("encoder", DocumentEncoder(model))
+        return super().build(path, docs, kind, index_type, model, **kw)
+
+    def add(self, docs, *, vectors=None, encoder=None, **kw):
+        return super().add(docs, vectors=vectors, encoder=encoder or (None if vectors is not None else self._test_encoder), **kw)
+
+    def update(self, docs, *, vectors=None, encoder=None, **kw):
+        return super().update(docs, vectors=vectors, encoder=encoder or (None if vectors is not None else self._test_encoder), **kw)
+
+    def search(self, queries, k=10, filter=None, *, encoder=None, **params):
+        return super().search(queries, k, filter, encoder=encoder or self._test_encoder, **params)

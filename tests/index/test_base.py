@@ -5,7 +5,7 @@ import pytest
 from mbert_retrieval.index import Hit, Index, IndexCorruptError, IndexMismatchError, IndexStateError
 from mbert_retrieval.index.docstore import DocStore
 
-from .conftest import FakeColbertModel, FakeDenseModel, make_docs
+from .conftest import TextIndex, FakeColbertModel, FakeDenseModel, make_docs
 
 
 def _structure_ids(index):
@@ -21,7 +21,7 @@ def _live_iids(index):
 @pytest.mark.parametrize("index_type,params", [("flat", {}), ("hnsw", {}), ("flat", {"quantization": "int8"}), ("flat", {"quantization": "binary"})])
 def test_dense_build_search_reopen(tmp_path, dense_model, index_type, params):
     docs = make_docs(120)
-    index = Index.build(tmp_path / "ix", docs, "dense", index_type, dense_model, chunk_size=50, **params)
+    index = TextIndex.build(tmp_path / "ix", docs, "dense", index_type, dense_model, chunk_size=50, **params)
     assert len(index) == 120 and index.manifest.state == "ready"
     hits = index.search(docs[7]["text"], k=3)
     assert len(hits) == 1 and isinstance(hits[0][0], Hit)
@@ -33,10 +33,10 @@ def test_dense_build_search_reopen(tmp_path, dense_model, index_type, params):
     assert info["n_documents"] == 120 and info["n_chunks"] == 3 and info["structure"]["ntotal"] == 120
     json.dumps(info)  # serialisable
     index.close()
-    back = Index.open(tmp_path / "ix", dense_model)
+    back = TextIndex.open(tmp_path / "ix", dense_model)
     assert [h.doc_id for h in back.search(docs[7]["text"], k=3)[0]] == [h.doc_id for h in hits[0]]
     # vector queries work without a model; text queries do not
-    novec = Index.open(tmp_path / "ix")
+    novec = TextIndex.open(tmp_path / "ix")
     vec = dense_model.encode_queries([docs[7]["text"]])[0]
     assert novec.search(vec, k=1)[0][0].doc_id == "d7"
     with pytest.raises(IndexStateError, match="model"):
@@ -44,22 +44,22 @@ def test_dense_build_search_reopen(tmp_path, dense_model, index_type, params):
 
 
 def test_model_mismatch(tmp_path, dense_model):
-    Index.build(tmp_path / "ix", make_docs(10), "dense", "flat", dense_model).close()
+    TextIndex.build(tmp_path / "ix", make_docs(10), "dense", "flat", dense_model).close()
     with pytest.raises(IndexMismatchError, match="dim"):
-        Index.open(tmp_path / "ix", FakeDenseModel(dim=16))
+        TextIndex.open(tmp_path / "ix", FakeDenseModel(dim=16))
     with pytest.raises(IndexMismatchError, match="other/model"):
-        Index.open(tmp_path / "ix", FakeDenseModel(model_id="other/model"))
+        TextIndex.open(tmp_path / "ix", FakeDenseModel(model_id="other/model"))
     with pytest.raises(IndexMismatchError):
-        Index.open(tmp_path / "ix", FakeColbertModel(model_id="fake/dense"))
+        TextIndex.open(tmp_path / "ix", FakeColbertModel(model_id="fake/dense"))
     with pytest.raises(FileExistsError):
-        Index.create(tmp_path / "ix", "dense", "flat", dense_model)
+        TextIndex.create(tmp_path / "ix", "dense", "flat", dense_model)
     with pytest.raises(IndexMismatchError):
-        Index.build(tmp_path / "ix", [], "dense", "hnsw", dense_model)
+        TextIndex.build(tmp_path / "ix", [], "dense", "hnsw", dense_model)
 
 
 def test_filters(tmp_path, dense_model):
     docs = make_docs(100)
-    index = Index.build(tmp_path / "ix", docs, "dense", "hnsw", dense_model)
+    index = TextIndex.build(tmp_path / "ix", docs, "dense", "hnsw", dense_model)
     q = docs[4]["text"]
     for flt, check in [
         ({"lang": "en"}, lambda d: d["metadata"]["lang"] == "en"),
@@ -75,7 +75,7 @@ def test_filters(tmp_path, dense_model):
 def test_add_delete_update(tmp_path):
     model = FakeDenseModel()
     docs = make_docs(60)
-    index = Index.build(tmp_path / "ix", docs[:40], "dense", "flat", model, chunk_size=16)
+    index = TextIndex.build(tmp_path / "ix", docs[:40], "dense", "flat", model, chunk_size=16)
     assert index.add(docs) == 20  # existing ids skipped
     assert index.add(docs) == 0
     assert model.encoded == 60
@@ -96,14 +96,14 @@ def test_add_delete_update(tmp_path):
     with pytest.raises(ValueError, match="'id' and 'text'"):
         index.add([{"text": "no id"}])
     index.close()
-    back = Index.open(tmp_path / "ix", model)
+    back = TextIndex.open(tmp_path / "ix", model)
     assert len(back) == 59 and _structure_ids(back) == _live_iids(back)
     assert back.search(new_text, k=1)[0][0].doc_id == "d5"
 
 
 def test_compact_dense(tmp_path, dense_model):
     docs = make_docs(50)
-    index = Index.build(tmp_path / "ix", docs, "dense", "hnsw", dense_model, chunk_size=10)
+    index = TextIndex.build(tmp_path / "ix", docs, "dense", "hnsw", dense_model, chunk_size=10)
     index.delete([f"d{i}" for i in range(0, 50, 2)])
     expected = [h.doc_id for h in index.search(docs[3]["text"], k=5)[0]]
     old_chunks = {c.name for c in index.docstore.chunks()}
@@ -112,13 +112,13 @@ def test_compact_dense(tmp_path, dense_model):
     assert not old_chunks & {c.name for c in index.docstore.chunks()}
     assert sorted(p.name for p in (tmp_path / "ix" / "chunks").iterdir()) == sorted(c.name for c in index.docstore.chunks())
     assert [h.doc_id for h in index.search(docs[3]["text"], k=5)[0]] == expected
-    back = Index.open(tmp_path / "ix", dense_model)
+    back = TextIndex.open(tmp_path / "ix", dense_model)
     assert [h.doc_id for h in back.search(docs[3]["text"], k=5)[0]] == expected
 
 
 def test_ivfpq_lifecycle(tmp_path):
     model = FakeDenseModel()
-    index = Index.create(tmp_path / "ix", "dense", "ivfpq", model, chunk_size=500, nprobe=16, min_train_points=500)
+    index = TextIndex.create(tmp_path / "ix", "dense", "ivfpq", model, chunk_size=500, nprobe=16, min_train_points=500)
     docs = make_docs(1500)
     index.add(docs[:1200])
     with pytest.raises(IndexStateError, match="did not finish: re-run `mbret index ...` to finish it"):
@@ -128,7 +128,7 @@ def test_ivfpq_lifecycle(tmp_path):
     index.add(docs[1200:])  # goes into the trained structure
     assert len(index.structure) == 1500
     assert index.search(docs[1300]["text"], k=1)[0][0].doc_id == "d1300"
-    back = Index.open(tmp_path / "ix", model, nprobe=4)
+    back = TextIndex.open(tmp_path / "ix", model, nprobe=4)
     assert back.structure.config.nprobe == 4 and len(back.structure) == 1500
 
 
@@ -136,11 +136,11 @@ def test_resume_after_crash_while_encoding(tmp_path):
     docs = make_docs(100)
     crashing = FakeDenseModel(fail_on_call=4)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        Index.build(tmp_path / "ix", docs, "dense", "hnsw", crashing, chunk_size=10)
+        TextIndex.build(tmp_path / "ix", docs, "dense", "hnsw", crashing, chunk_size=10)
     assert crashing.encoded == 30
     # the process died: a fresh run re-opens the folder and resumes
     model = FakeDenseModel()
-    index = Index.build(tmp_path / "ix", docs, "dense", "hnsw", model, chunk_size=10)
+    index = TextIndex.build(tmp_path / "ix", docs, "dense", "hnsw", model, chunk_size=10)
     assert model.encoded == 70  # committed chunks were not re-encoded
     assert len(index) == 100 and index.docstore.count(include_deleted=True) == 100
     assert _structure_ids(index) == _live_iids(index)
@@ -150,7 +150,7 @@ def test_resume_after_crash_while_encoding(tmp_path):
 
 def test_crash_between_chunk_file_and_commit(tmp_path, monkeypatch):
     docs = make_docs(40)
-    index = Index.create(tmp_path / "ix", "dense", "flat", FakeDenseModel(), chunk_size=10)
+    index = TextIndex.create(tmp_path / "ix", "dense", "flat", FakeDenseModel(), chunk_size=10)
     real_commit = DocStore.commit
     calls = {"n": 0}
 
@@ -165,7 +165,7 @@ def test_crash_between_chunk_file_and_commit(tmp_path, monkeypatch):
         index.add(docs)
     assert len(list((tmp_path / "ix" / "chunks").iterdir())) == 3  # one orphan chunk file
     monkeypatch.setattr(DocStore, "commit", real_commit)
-    index = Index.open(tmp_path / "ix", FakeDenseModel())
+    index = TextIndex.open(tmp_path / "ix", FakeDenseModel())
     assert len(index) == 20
     index.add(docs)
     index.finalize()
@@ -177,7 +177,7 @@ def test_crash_during_checkpoint_keeps_old_manifest(tmp_path, monkeypatch, dense
     from mbert_retrieval.index import manifest as manifest_mod
 
     docs = make_docs(30)
-    index = Index.build(tmp_path / "ix", docs[:20], "dense", "flat", dense_model)
+    index = TextIndex.build(tmp_path / "ix", docs[:20], "dense", "flat", dense_model)
     before = (tmp_path / "ix" / "manifest.json").read_text()
 
     def boom(*a, **k):
@@ -188,7 +188,7 @@ def test_crash_during_checkpoint_keeps_old_manifest(tmp_path, monkeypatch, dense
         index.add(docs)  # documents committed, checkpoint fails
     monkeypatch.undo()
     assert (tmp_path / "ix" / "manifest.json").read_text() == before
-    back = Index.open(tmp_path / "ix", dense_model)  # old structure + reconciliation from the chunks
+    back = TextIndex.open(tmp_path / "ix", dense_model)  # old structure + reconciliation from the chunks
     assert len(back) == 30 and _structure_ids(back) == _live_iids(back)
     assert back.search(docs[25]["text"], k=1)[0][0].doc_id == "d25"
     back.add([])  # a writer cleans up the orphan structure file of the failed checkpoint
@@ -196,36 +196,36 @@ def test_crash_during_checkpoint_keeps_old_manifest(tmp_path, monkeypatch, dense
 
 
 def test_corrupt_and_truncated_files(tmp_path, dense_model):
-    Index.build(tmp_path / "ix", make_docs(30), "dense", "hnsw", dense_model, chunk_size=10).close()
+    TextIndex.build(tmp_path / "ix", make_docs(30), "dense", "hnsw", dense_model, chunk_size=10).close()
     root = tmp_path / "ix"
     faiss_file = next(root.glob("seg.*.faiss"))
     data = bytearray(faiss_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
     faiss_file.write_bytes(bytes(data))
     with pytest.raises(IndexCorruptError, match=faiss_file.name):
-        Index.open(root, dense_model)
+        TextIndex.open(root, dense_model)
     with pytest.raises(IndexCorruptError, match=faiss_file.name):  # same size: caught without verify too
-        Index.open(root, dense_model, verify=False)
+        TextIndex.open(root, dense_model, verify=False)
     data[len(data) // 2] ^= 0xFF
     faiss_file.write_bytes(bytes(data))
-    Index.open(root, dense_model).close()
+    TextIndex.open(root, dense_model).close()
     chunk = sorted((root / "chunks").iterdir())[1]
     chunk.write_bytes(chunk.read_bytes()[:-7])
     with pytest.raises(IndexCorruptError, match=f"{chunk.name}.*truncated"):
-        Index.open(root, dense_model, verify=False)
+        TextIndex.open(root, dense_model, verify=False)
     (root / "docs.sqlite").rename(root / "moved.sqlite")
     with pytest.raises(IndexCorruptError, match="docs.sqlite"):
-        Index.open(root, dense_model, verify=False)
+        TextIndex.open(root, dense_model, verify=False)
     (root / "manifest.json").write_text((root / "manifest.json").read_text()[:50])
     with pytest.raises(IndexCorruptError, match="manifest"):
-        Index.open(root, dense_model)
+        TextIndex.open(root, dense_model)
 
 
 @pytest.mark.parametrize("keep", [False, True])
 def test_colbert_plaid_lifecycle(tmp_path, keep):
     model = FakeColbertModel()
     docs = make_docs(200, words=12)
-    index = Index.build(tmp_path / "ix", docs[:150], "colbert", "plaid", model, chunk_size=50, nbits=2,
+    index = TextIndex.build(tmp_path / "ix", docs[:150], "colbert", "plaid", model, chunk_size=50, nbits=2,
                         n_centroids=64, keep_full_vectors=keep)  # fmt: skip
     root = tmp_path / "ix"
     assert len(list((root / "chunks").iterdir())) == (3 if keep else 0)  # folded into the compressed structure
@@ -239,33 +239,33 @@ def test_colbert_plaid_lifecycle(tmp_path, keep):
     index.compact()
     assert index.docstore.count(include_deleted=True) == 199
     assert 0 < index.info()["structure"]["bytes_per_token"] < 4 * model.dim
-    back = Index.open(root, model)
+    back = TextIndex.open(root, model)
     assert len(back) == 199 and _structure_ids(back) == _live_iids(back)
     assert back.search(docs[42]["text"], k=1)[0][0].doc_id == "d42"
     q = model.encode_queries([docs[42]["text"]])[0]
-    assert Index.open(root).search(q, k=1)[0][0].doc_id == "d42"  # token-matrix query, no model
+    assert TextIndex.open(root).search(q, k=1)[0][0].doc_id == "d42"  # token-matrix query, no model
 
 
 def test_colbert_flat_exact(tmp_path):
     model = FakeColbertModel()
     docs = make_docs(60) + [{"id": "empty", "text": ""}]
-    index = Index.build(tmp_path / "ix", docs, "colbert", "flat", model, chunk_size=25)
+    index = TextIndex.build(tmp_path / "ix", docs, "colbert", "flat", model, chunk_size=25)
     res = index.search([docs[3]["text"], docs[30]["text"]], k=3)
     assert [r[0].doc_id for r in res] == ["d3", "d30"]
     index.delete(["d3"])
     assert index.search(docs[3]["text"], k=3)[0][0].doc_id != "d3"
-    back = Index.open(tmp_path / "ix", model)
+    back = TextIndex.open(tmp_path / "ix", model)
     assert back.search(docs[30]["text"], k=1, filter={"lang": "de"})[0][0].doc_id == "d30"
     with pytest.raises(ValueError, match="quantization"):
-        Index.create(tmp_path / "other", "colbert", "plaid", model, quantization="int8")
+        TextIndex.create(tmp_path / "other", "colbert", "plaid", model, quantization="int8")
     with pytest.raises(TypeError):
-        Index.create(tmp_path / "other2", "dense", "flat", FakeDenseModel(), bogus=3)
+        TextIndex.create(tmp_path / "other2", "dense", "flat", FakeDenseModel(), bogus=3)
 
 
 def test_precomputed_vectors(tmp_path):
     docs = make_docs(20)
     vecs = FakeDenseModel().encode_documents([d["text"] for d in docs])
-    index = Index.create(tmp_path / "ix", "dense", "flat", model_id="fake/dense", dim=32)
+    index = TextIndex.create(tmp_path / "ix", "dense", "flat", model_id="fake/dense", dim=32)
     assert index.add(docs, vectors=vecs) == 20
     index.finalize()
     assert index.search(vecs[4], k=1)[0][0].doc_id == "d4"
@@ -275,12 +275,12 @@ def test_precomputed_vectors(tmp_path):
 
 def test_autosave_off_and_explicit_save(tmp_path, dense_model):
     docs = make_docs(40)
-    index = Index.build(tmp_path / "ix", docs[:20], "dense", "hnsw", dense_model, autosave=False)
+    index = TextIndex.build(tmp_path / "ix", docs[:20], "dense", "hnsw", dense_model, autosave=False)
     generation = index.manifest.generation
     index.add(docs[20:])
     index.delete(["d0"])
     assert index.manifest.generation == generation  # no checkpoint written
-    back = Index.open(tmp_path / "ix", dense_model)  # replayed from chunk files + SQLite
+    back = TextIndex.open(tmp_path / "ix", dense_model)  # replayed from chunk files + SQLite
     assert len(back) == 39 and _structure_ids(back) == _live_iids(back)
     assert back.search(docs[30]["text"], k=1)[0][0].doc_id == "d30"
     back.close()
@@ -299,8 +299,8 @@ def test_two_processes_writing_and_reading_one_index(tmp_path, kind, index_type,
     sees the other's documents. Separate Index objects have separate SQLite connections, as two processes do."""
     model = FakeDenseModel() if kind == "dense" else FakeColbertModel()
     docs = make_docs(90, words=12)
-    Index.build(tmp_path / "ix", docs[:60], kind, index_type, model, chunk_size=20, **extra).close()
-    a, b = Index.open(tmp_path / "ix", model), Index.open(tmp_path / "ix", model)
+    TextIndex.build(tmp_path / "ix", docs[:60], kind, index_type, model, chunk_size=20, **extra).close()
+    a, b = TextIndex.open(tmp_path / "ix", model), TextIndex.open(tmp_path / "ix", model)
     a.add(docs[60:75])
     assert b.search(docs[70]["text"], k=1)[0][0].doc_id == "d70" and len(b) == 75  # the reader caught up
     b.add(docs[75:])  # the second writer starts from what the first wrote
@@ -308,7 +308,7 @@ def test_two_processes_writing_and_reading_one_index(tmp_path, kind, index_type,
     assert a.search(docs[80]["text"], k=1)[0][0].doc_id == "d80"
     assert all(h.doc_id != "d3" for h in a.search(docs[3]["text"], k=5)[0])
     a.close(), b.close()
-    back = Index.open(tmp_path / "ix", model)
+    back = TextIndex.open(tmp_path / "ix", model)
     assert len(back) == 89 and _structure_ids(back) == _live_iids(back)
     for i in (10, 65, 85):
         assert back.search(docs[i]["text"], k=1)[0][0].doc_id == f"d{i}"
@@ -322,9 +322,9 @@ def test_crash_right_after_create_is_resumable(tmp_path, dense_model, monkeypatc
 
     monkeypatch.setattr(Index, "_assemble", crash)
     with pytest.raises(KeyboardInterrupt):
-        Index.create(tmp_path / "ix", "dense", "flat", dense_model)
+        TextIndex.create(tmp_path / "ix", "dense", "flat", dense_model)
     monkeypatch.undo()
-    index = Index.build(tmp_path / "ix", make_docs(5), "dense", "flat", dense_model)
+    index = TextIndex.build(tmp_path / "ix", make_docs(5), "dense", "flat", dense_model)
     assert len(index) == 5
 
 
@@ -333,13 +333,13 @@ def test_progress_every_slice_and_one_checkpoint_per_add(tmp_path, dense_model):
     documents count too, and one `add` of several chunks writes one checkpoint."""
     docs = make_docs(700)
     seen: list[int] = []
-    index = Index.create(tmp_path / "ix", "dense", "hnsw", dense_model, chunk_size=4096)
+    index = TextIndex.create(tmp_path / "ix", "dense", "hnsw", dense_model, chunk_size=4096)
     index.add(docs[:600], progress=seen.append)
     assert sum(seen) == 600 and len(seen) >= 3 and max(seen) <= 256
     index.finalize()
     generation = index.manifest.generation
     seen.clear()
-    index = Index.open(tmp_path / "ix", dense_model, chunk_size=40)
+    index = TextIndex.open(tmp_path / "ix", dense_model, chunk_size=40)
     assert index.add(docs, progress=seen.append) == 100  # 600 already there: skipped, and reported
     assert sum(seen) == 700 and index.manifest.generation == generation + 1
     assert len(index) == 700 and index.search(docs[650]["text"], k=1)[0][0].doc_id == "d650"
@@ -350,15 +350,15 @@ def test_flat_vectors_are_stored_once(tmp_path, dense_model, quantization):
     """A flat index (float or binary codes) writes no FAISS file: it is rebuilt from the chunk files on open,
     with the same results; lossy or trained kinds keep theirs."""
     docs = make_docs(120)
-    index = Index.build(tmp_path / "ix", docs, "dense", "flat", dense_model, chunk_size=50, quantization=quantization)
+    index = TextIndex.build(tmp_path / "ix", docs, "dense", "flat", dense_model, chunk_size=50, quantization=quantization)
     before = index.search(docs[7]["text"], k=5)
     index.delete(["d3"])
     index.close()
     assert not list((tmp_path / "ix").glob("dense.*")) and not list((tmp_path / "ix").glob("seg.*"))
-    back = Index.open(tmp_path / "ix", dense_model)
+    back = TextIndex.open(tmp_path / "ix", dense_model)
     assert len(back) == 119 and _structure_ids(back) == _live_iids(back)
     after = back.search(docs[7]["text"], k=5)
     assert [h.doc_id for h in after[0]][:4] == [h.doc_id for h in before[0] if h.doc_id != "d3"][:4]
     assert after[0][0].doc_id == "d7"
-    Index.build(tmp_path / "hnsw", docs, "dense", "hnsw", dense_model).close()
+    TextIndex.build(tmp_path / "hnsw", docs, "dense", "hnsw", dense_model).close()
     assert len(list((tmp_path / "hnsw").glob("seg.*.faiss"))) == 1

@@ -277,10 +277,8 @@ def test_retrain_after_drift_reencodes_every_row(tmp_path, name):
 
 
 def test_retrain_without_full_vectors_is_refused(tmp_path):
-    from mbert_retrieval.index.errors import IndexStateError
-
     index, _, base = _build(tmp_path / "ix", "plaid", n=60)
-    with pytest.raises(IndexStateError, match="keep_full_vectors"):
+    with pytest.raises(ValueError, match="keep_full_vectors"):
         index.compact(retrain=True)
     assert len(Index.open(tmp_path / "ix")) == 60
 
@@ -312,3 +310,17 @@ def test_catching_up_reloads_only_new_segments(tmp_path, monkeypatch, name):
     hits = reader.search(q, k=3)
     assert reader.info()["structure"]["segments"] == 1 and "b0" not in {h.doc_id for r in hits for h in r}
     _check(reader)
+
+
+def test_compact_makes_the_folder_smaller(tmp_path):
+    """Deleted rows leave the chunk files, the segment and SQLite (its write-ahead log folded and truncated)."""
+    index, rng, _ = _build(tmp_path / "ix", "hnsw", n=300)
+    index.delete([f"b{i}" for i in range(0, 300, 2)])
+
+    def size() -> int:
+        return sum(p.stat().st_size for p in (tmp_path / "ix").rglob("*") if p.is_file())
+
+    before = size()
+    index.compact()
+    assert size() < before and (tmp_path / "ix" / "docs.sqlite-wal").stat().st_size == 0
+    assert len(Index.open(tmp_path / "ix")) == 150

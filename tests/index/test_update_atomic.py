@@ -17,7 +17,7 @@ from mbert_retrieval.index import storage
 from mbert_retrieval.index.base import Index
 from mbert_retrieval.index.docstore import DocRow, DocStore, FieldChange
 
-from .conftest import FakeColbertModel, FakeDenseModel, make_docs
+from .conftest import TextIndex, FakeColbertModel, FakeDenseModel, make_docs
 
 
 class Kill(BaseException):
@@ -94,7 +94,7 @@ def test_update_is_old_or_new_at_every_crash_point(tmp_path, monkeypatch, kind, 
     docs = make_docs(40)
     base = tmp_path / "base"
     params = {"n_centroids": 8} if index_type == "plaid" else {}
-    Index.build(base, docs, kind, index_type, model(), **params).close()
+    TextIndex.build(base, docs, kind, index_type, model(), **params).close()
     batch = _batch(docs, metadata_only)
     old = {d["id"]: {**d, "metadata": d["metadata"]} for d in docs}
     new = {d["id"]: d for d in batch}
@@ -105,7 +105,7 @@ def test_update_is_old_or_new_at_every_crash_point(tmp_path, monkeypatch, kind, 
         folder = tmp_path / f"run{at}"
         shutil.copytree(base, folder)
         crash.arm(at)
-        index = Index.open(folder, model())
+        index = TextIndex.open(folder, model())
         try:
             index.update(batch)
         except Kill:
@@ -114,7 +114,7 @@ def test_update_is_old_or_new_at_every_crash_point(tmp_path, monkeypatch, kind, 
             killed = False
         index.close()
         crash.arm(0)
-        back = Index.open(folder, model())
+        back = TextIndex.open(folder, model())
         state = _state(back, old, new)
         assert state in ("old", "new"), f"crash at write point {at}: {state}"
         outcomes[at] = state

@@ -9,11 +9,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from mbert_retrieval.index import Index, IndexCorruptError
+from mbert_retrieval.index import IndexCorruptError
 from mbert_retrieval.index.docstore import DocStore
 from mbert_retrieval.windows import WindowConfig
 
-from .conftest import FakeColbertModel, FakeDenseModel, clustered, clustered_tokens, make_docs
+from .conftest import TextIndex, FakeColbertModel, FakeDenseModel, clustered, clustered_tokens, make_docs
 
 
 class WordTokenizer:
@@ -68,10 +68,10 @@ def _rows(index) -> set[int]:
 @pytest.mark.parametrize("model_cls", [WindowDense, WindowColbert])
 def test_text_deep_in_a_long_document_is_found_with_windows_only(tmp_path, model_cls):
     kind = "colbert" if model_cls is WindowColbert else "dense"
-    truncated = Index.build(tmp_path / "trunc", _corpus(), kind, "flat", model_cls())
+    truncated = TextIndex.build(tmp_path / "trunc", _corpus(), kind, "flat", model_cls())
     assert "long" not in [h.doc_id for h in truncated.search("zebra", k=3)[0]]
     model = model_cls()
-    index = Index.build(tmp_path / "win", _corpus(), kind, "flat", model, window=WindowConfig(overlap=2))
+    index = TextIndex.build(tmp_path / "win", _corpus(), kind, "flat", model, window=WindowConfig(overlap=2))
     hits = index.search("zebra", k=5)[0]
     assert hits[0].doc_id == "long" and [h.doc_id for h in hits].count("long") == 1
     start, end = hits[0].window
@@ -92,7 +92,7 @@ def test_best_window_and_span_are_returned_once(tmp_path):
     basis = np.eye(dim, dtype=np.float32)
     docs = [{"id": "long", "text": text, "windows": [(0, 4), (5, 9), (10, 14)]}, {"id": "short", "text": "x"}]
     vectors = [np.stack([basis[0], 0.9 * basis[1] + 0.1 * basis[2], basis[3]]), 0.5 * basis[1] + 0.5 * basis[2]]
-    index = Index.create(tmp_path / "ix", "dense", "flat", model_id="m", dim=dim)
+    index = TextIndex.create(tmp_path / "ix", "dense", "flat", model_id="m", dim=dim)
     index.add(docs, vectors=vectors)
     index.finalize()
     hits = index.search(basis[1], k=5)[0]
@@ -111,7 +111,7 @@ def test_caller_spans_are_encoded_by_the_model(tmp_path):
     window setting); other documents follow the setting."""
     model = WindowDense()
     docs = [{"id": "given", "text": "alpha beta gamma delta", "title": "T", "windows": [(0, 10), (11, 22)]}, _long_doc()]
-    index = Index.build(tmp_path / "ix", docs, "dense", "flat", model)
+    index = TextIndex.build(tmp_path / "ix", docs, "dense", "flat", model)
     assert model.texts == ["T alpha beta", "T gamma delta", _long_doc()["text"]]  # no window setting: the model cuts it
     hit = index.search("gamma delta", k=1)[0][0]
     assert hit.doc_id == "given" and hit.window == (11, 22) and hit.passage == "gamma delta"
@@ -128,7 +128,7 @@ def test_depth_grows_until_k_documents(tmp_path):
     many_vecs = [np.tile(q, (40, 1)) + 0.01 * rng.standard_normal((40, dim)).astype(np.float32)]
     others = [{"id": f"o{i}", "text": "o"} for i in range(10)]
     other_vecs = list(0.5 * q + 0.2 * rng.standard_normal((10, dim)).astype(np.float32))
-    index = Index.create(tmp_path / "ix", "dense", "flat", model_id="m", dim=dim)
+    index = TextIndex.create(tmp_path / "ix", "dense", "flat", model_id="m", dim=dim)
     index.add(many + others, vectors=many_vecs + other_vecs)
     index.finalize()
     hits = index.search(q, k=5)[0]
@@ -163,7 +163,7 @@ def _windowed_corpus(kind: str, dim: int = 32):
 @pytest.mark.parametrize("kind,index_type,params", KINDS, ids=[f"{k}-{t}-{len(p)}" for k, t, p in KINDS])
 def test_every_index_kind(tmp_path, kind, index_type, params):
     docs, vectors = _windowed_corpus(kind)
-    index = Index.create(tmp_path / "ix", kind, index_type, model_id="m", dim=32, chunk_size=25, **params)
+    index = TextIndex.create(tmp_path / "ix", kind, index_type, model_id="m", dim=32, chunk_size=25, **params)
     index.add(docs, vectors=vectors)
     index.finalize()
     n_rows = sum(len(d["windows"]) for d in docs)
@@ -181,14 +181,14 @@ def test_every_index_kind(tmp_path, kind, index_type, params):
     assert "d17" not in [h.doc_id for h in index.search(query, k=5)[0]]
     assert len(index.structure) == n_rows - len(docs[17]["windows"])
     index.close()
-    back = Index.open(tmp_path / "ix")
+    back = TextIndex.open(tmp_path / "ix")
     assert _rows(back) == set(back.docstore.live_row_ids().tolist())
     assert back.search(vectors[3][0] if kind == "dense" else vectors[3][0][:4], k=1)[0][0].doc_id == "d3"
 
 
 def test_update_delete_compact_reopen(tmp_path):
     model = WindowDense()
-    index = Index.build(tmp_path / "ix", _corpus(), "dense", "flat", model, window=True, chunk_size=8)
+    index = TextIndex.build(tmp_path / "ix", _corpus(), "dense", "flat", model, window=True, chunk_size=8)
     long_iid = index.docstore.get(["long"])[0].iid
     old_rows = set(index.docstore.row_ids([long_iid]).tolist())
     assert len(old_rows) > 2 and long_iid not in old_rows and old_rows <= _rows(index)
@@ -205,14 +205,14 @@ def test_update_delete_compact_reopen(tmp_path):
     n_stored = index.docstore._query("SELECT count(*) FROM windows")[0][0]
     assert n_stored == index.docstore.window_counts()[0]  # windows of deleted versions purged
     index.close()
-    back = Index.open(tmp_path / "ix", WindowDense(), verify=True)
+    back = TextIndex.open(tmp_path / "ix", WindowDense(), verify=True)
     assert back.search("zebra", k=1)[0][0].doc_id == "long"
     assert _rows(back) == set(back.docstore.live_row_ids().tolist()) and len(back.structure) == back.info()["n_windows"]
 
 
 def test_crash_between_chunk_file_and_commit(tmp_path, monkeypatch):
     docs = make_docs(12) + [_long_doc(needle=f"needle{i}") | {"id": f"long{i}"} for i in range(4)]
-    index = Index.create(tmp_path / "ix", "dense", "flat", WindowDense(), chunk_size=4, window=WindowConfig())
+    index = TextIndex.create(tmp_path / "ix", "dense", "flat", WindowDense(), chunk_size=4, window=WindowConfig())
     real_commit = DocStore.commit
     calls = {"n": 0}
 
@@ -226,7 +226,7 @@ def test_crash_between_chunk_file_and_commit(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         index.add(docs)
     monkeypatch.setattr(DocStore, "commit", real_commit)
-    index = Index.build(tmp_path / "ix", docs, "dense", "flat", WindowDense())
+    index = TextIndex.build(tmp_path / "ix", docs, "dense", "flat", WindowDense())
     assert len(index) == 16 and index.docstore.count(include_deleted=True) == 16
     assert _rows(index) == set(index.docstore.live_row_ids().tolist())
     assert index.docstore.window_counts()[1] == 4
@@ -238,8 +238,8 @@ def test_crash_between_chunk_file_and_commit(tmp_path, monkeypatch):
 def test_a_reader_sees_the_windows_another_writer_added(tmp_path):
     """Separate Index objects (separate SQLite connections, as two processes): the reader's row -> document
     map follows what the writer commits."""
-    Index.build(tmp_path / "ix", make_docs(20), "dense", "flat", WindowDense(), window=True).close()
-    writer, reader = Index.open(tmp_path / "ix", WindowDense()), Index.open(tmp_path / "ix", WindowDense())
+    TextIndex.build(tmp_path / "ix", make_docs(20), "dense", "flat", WindowDense(), window=True).close()
+    writer, reader = TextIndex.open(tmp_path / "ix", WindowDense()), TextIndex.open(tmp_path / "ix", WindowDense())
     assert reader.search("zebra", k=1)[0][0].window is None  # map loaded: no windows yet
     writer.add([_long_doc()])
     hit = reader.search("zebra", k=1)[0][0]
@@ -254,12 +254,12 @@ def test_index_without_windows_opens_and_stays_as_it_was(tmp_path, dense_model):
     """A store written before windows existed (no windows table) opens read-only unchanged, and the next
     writer adds the table."""
     docs = make_docs(30)
-    Index.build(tmp_path / "ix", docs, "dense", "flat", dense_model).close()
+    TextIndex.build(tmp_path / "ix", docs, "dense", "flat", dense_model).close()
     conn = sqlite3.connect(tmp_path / "ix" / "docs.sqlite")
     conn.execute("DROP TABLE windows")
     conn.commit()
     conn.close()
-    index = Index.open(tmp_path / "ix", dense_model)
+    index = TextIndex.open(tmp_path / "ix", dense_model)
     assert not index.docstore.has_windows()
     info = index.info()
     assert info["n_windows"] == info["n_documents"] == 30 and info["n_split_documents"] == 0 and info["window"] is None
@@ -273,27 +273,27 @@ def test_index_without_windows_opens_and_stays_as_it_was(tmp_path, dense_model):
 
 def test_window_setting_is_validated_and_not_a_structure_or_session_setting(tmp_path):
     with pytest.raises(ValueError, match="unknown window settings"):
-        Index.create(tmp_path / "a", "dense", "flat", WindowDense(), window={"size": 3})
+        TextIndex.create(tmp_path / "a", "dense", "flat", WindowDense(), window={"size": 3})
     with pytest.raises(ValueError, match="window overlap"):
-        Index.create(tmp_path / "b", "dense", "flat", WindowDense(), window={"tokens": 16, "overlap": 8})
+        TextIndex.create(tmp_path / "b", "dense", "flat", WindowDense(), window={"tokens": 16, "overlap": 8})
     with pytest.raises(ValueError, match="tokenizer"):
-        Index.create(tmp_path / "d", "dense", "flat", FakeDenseModel(), window=True)
+        TextIndex.create(tmp_path / "d", "dense", "flat", FakeDenseModel(), window=True)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "d").exists()
-    Index.create(tmp_path / "c", "colbert", "flat", WindowColbert(), window=WindowConfig(tokens=64)).close()  # ColBERT flat takes no settings
+    TextIndex.create(tmp_path / "c", "colbert", "flat", WindowColbert(), window=WindowConfig(tokens=64)).close()  # ColBERT flat takes no settings
     with pytest.raises(TypeError, match="unknown index settings"):
-        Index.open(tmp_path / "c", window=None)
+        TextIndex.open(tmp_path / "c", window=None)
 
 
 def test_window_rows_are_checksummed(tmp_path):
-    index = Index.build(tmp_path / "ix", _corpus(), "dense", "flat", WindowDense(), window=True)
+    index = TextIndex.build(tmp_path / "ix", _corpus(), "dense", "flat", WindowDense(), window=True)
     index.close()
     conn = sqlite3.connect(tmp_path / "ix" / "docs.sqlite")
     conn.execute("UPDATE windows SET end_char = end_char + 1 WHERE iid = (SELECT max(iid) FROM windows)")
     conn.commit()
     conn.close()
-    Index.open(tmp_path / "ix", verify=False).close()
+    TextIndex.open(tmp_path / "ix", verify=False).close()
     with pytest.raises(IndexCorruptError, match="window"):
-        Index.open(tmp_path / "ix", verify=True)
+        TextIndex.open(tmp_path / "ix", verify=True)
 
 
 @pytest.mark.parametrize("kind", ["dense", "colbert"])
@@ -308,7 +308,7 @@ def test_real_tokenizer_windows_fit_the_model(tmp_path, minilm_path, kind):
         model.config.document_length = 32
     words = [f"word{i % 17}" for i in range(150)] + ["volcanic eruption lava magma"]
     docs = [{"id": "long", "text": " ".join(words), "title": "A title"}, {"id": "other", "text": "a recipe for bread and butter"}]
-    index = Index.build(tmp_path / "ix", docs, kind, "flat", model, window=WindowConfig())
+    index = TextIndex.build(tmp_path / "ix", docs, kind, "flat", model, window=WindowConfig())
     long_iid = index.docstore.get(["long"])[0].iid
     windows = index.docstore.windows_of([long_iid])[long_iid]
     assert len(windows) > 3 and windows[0].start == 0 and windows[-1].end == len(docs[0]["text"])
@@ -350,8 +350,8 @@ def test_one_huge_document_shows_its_own_encoding_progress(tmp_path):
             return super().encode_documents(texts)
 
     huge = {"id": "huge", "text": " ".join(f"w{i % 300}" for i in range(14 * 1100))}  # 1,100 windows of 14 words
-    Index.build(tmp_path / "ix", [*make_docs(5), huge], "dense", "flat", Recording(), window=WindowConfig(overlap=0), show_progress=True).close()
+    TextIndex.build(tmp_path / "ix", [*make_docs(5), huge], "dense", "flat", Recording(), window=WindowConfig(overlap=0), show_progress=True).close()
     assert max(seen)[0] > 1024 and max(seen)[1] is True
     seen.clear()
-    Index.build(tmp_path / "small", make_docs(50), "dense", "flat", Recording(), window=WindowConfig(overlap=0), show_progress=True).close()
+    TextIndex.build(tmp_path / "small", make_docs(50), "dense", "flat", Recording(), window=WindowConfig(overlap=0), show_progress=True).close()
     assert seen and not any(show for _, show in seen)
