@@ -17,7 +17,8 @@ from .base import (
     DataError, Document, LoadReport, PathLike, ReadOptions, decode_bytes, iter_lines, read_whole_text,
     suffix_without_gz,
 )
-from .text import MARKDOWN_EXTENSIONS, detect_text_unit, markdown_document, numbered_lines, split_text_units
+from .text import (HTML_EXTENSIONS, MARKDOWN_EXTENSIONS, detect_text_unit, html_document, markdown_document, numbered_lines,
+                   split_text_units)
 
 logger = logging.getLogger(__name__)
 
@@ -105,9 +106,12 @@ def sniff_text(path: Path, max_bytes: int | None) -> tuple[str | None, str]:
 
 def file_documents(path: Path, doc_id: str, text: str, text_unit: str) -> Iterator[Document]:
     """The documents of one decoded file: source code -> one document with language metadata; Markdown ->
-    one document titled by its first `# heading`; plain text -> by `text_unit`; anything else -> one."""
+    one document titled by its first `# heading`; HTML -> its visible text titled by <title> (`--format code`
+    keeps the markup); plain text -> by `text_unit`; anything else -> one."""
     ext = suffix_without_gz(path)
-    if ext in CODE_LANGUAGES:
+    if ext in HTML_EXTENSIONS:
+        yield html_document(doc_id, text, {"path": doc_id})
+    elif ext in CODE_LANGUAGES:
         n_lines = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
         yield Document(id=doc_id, text=text, metadata={"language": CODE_LANGUAGES[ext], "path": doc_id,
                                                         "num_lines": n_lines})

@@ -88,13 +88,18 @@ def document_from_object(obj: dict, path: PathLike, n: int | None) -> Document:
     return Document(id=doc_id, text=text, title=title, metadata=check_metadata(metadata, path, n))
 
 
+def id_field(obj: dict) -> str:
+    """The key an object's id came from (`_id`, `id`, `doc_id` or `docid`), for error messages."""
+    return next((k for k in ID_FIELDS if k in obj), "_id")
+
+
 def iter_jsonl_corpus(path: PathLike) -> Iterator[Document]:
     """Stream documents from a JSONL corpus (BEIR `_id`/`title`/`text`/`metadata`; also `id`/`doc_id`
     and `contents`). `.jsonl.gz` is read transparently. Duplicate ids raise DataError."""
     ids = IdSet()
     for n, obj in iter_json_objects(path):
         doc = document_from_object(obj, path, n)
-        ids.add(doc.id, path, n)
+        ids.add(doc.id, path, n, id_field(obj))
         yield doc
 
 
@@ -224,5 +229,5 @@ def iter_json_corpus(path: PathLike) -> Iterator[Document]:
         if not isinstance(obj, dict):
             raise DataError(f"expected a JSON object, got {type(obj).__name__}", path, n)
         doc = document_from_object(obj, path, n)
-        ids.add(doc.id, path, n)
+        ids.add(doc.id, path, n, id_field(obj))
         yield doc

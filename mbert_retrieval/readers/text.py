@@ -7,6 +7,8 @@ paragraphs, the file's relative path otherwise. A Markdown file is one document 
 
 from __future__ import annotations
 
+from html.parser import HTMLParser
+
 import re
 from typing import Iterable, Iterator
 
@@ -85,3 +87,52 @@ def markdown_document(doc_id: str, text: str, metadata: dict) -> Document:
     title, body = markdown_title(text)
     return Document(id=doc_id, text=body, title=title, metadata=metadata)
 
+
+HTML_EXTENSIONS = (".html", ".htm", ".xhtml")
+_HTML_SKIP = {"script", "style", "noscript", "template", "svg", "head"}
+_HTML_BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "pre",
+               "blockquote", "table", "ul", "ol", "dd", "dt", "hr", "header", "footer", "main", "nav"}
+
+
+class _HTMLText(HTMLParser):
+    """Visible text of an HTML page (scripts, styles and the head left out; blocks on their own lines) and its
+    <title>."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title: list[str] = []
+        self._skip = 0
+        self._in_title = False
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "title":
+            self._in_title = True
+        elif tag in _HTML_SKIP:
+            self._skip += 1
+        elif tag in _HTML_BLOCK:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self._in_title = False
+        elif tag in _HTML_SKIP:
+            self._skip = max(0, self._skip - 1)
+        elif tag in _HTML_BLOCK:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title.append(data)
+        elif not self._skip:
+            self.parts.append(data)
+
+
+def html_document(doc_id: str, text: str, metadata: dict) -> Document:
+    """An HTML page as a document: its visible text (not its tags, scripts or styles), titled by <title>."""
+    parser = _HTMLText()
+    parser.feed(text)
+    parser.close()
+    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
+    body = "\n".join(line for line in lines if line)
+    return Document(id=doc_id, text=body, title=" ".join("".join(parser.title).split()), metadata=metadata)

@@ -141,3 +141,12 @@ def test_non_finite_metadata_rejected(tmp_path, write, check_error, value):
     with pytest.raises(DataError) as exc:
         list(iter_corpus(p))
     check_error(exc.value, p, 1)
+
+
+@pytest.mark.parametrize("key", ["id", "_id", "doc_id"])
+def test_duplicate_id_names_the_key_the_file_uses(tmp_path, key):
+    path = tmp_path / "dup.jsonl"
+    path.write_text(f'{{"{key}": "a", "text": "x"}}\n{{"{key}": "a", "text": "y"}}\n')
+    with pytest.raises(DataError, match="duplicate") as exc:
+        load_corpus(path)
+    assert f"line 2, field '{key}'" in str(exc.value)

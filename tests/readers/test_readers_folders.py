@@ -136,3 +136,12 @@ def test_nul_bytes_past_the_first_block(tmp_path, write, check_error):
     with pytest.raises(DataError, match="binary") as exc:
         load_corpus(p, options=ReadOptions(text_unit="file"))
     check_error(exc.value, p, 3001)
+
+
+def test_html_pages_index_their_visible_text(tmp_path, write):
+    """An HTML page in a folder is a document of its visible text titled by <title>: no tags, scripts or styles."""
+    write(tmp_path / "site" / "a.html", "<html><head><title>My  page</title><style>b {color: red}</style></head><body><h1>Intro</h1>"
+                         "<p>Bread &amp; <b>butter</b></p><script>var secret = 1;</script><p>Second</p></body></html>")
+    (doc,) = load_corpus(tmp_path / "site").values()
+    assert doc.title == "My page" and doc.text == "Intro\nBread & butter\nSecond"
+    assert "<" not in doc.text and "secret" not in doc.text and "color" not in doc.text
