@@ -56,11 +56,13 @@ def _by_id(docs: Any) -> dict[str, Any]:
 
 
 def fill_from_shards(index: Any, store: ShardStore, docs: Mapping[str, Any], *, show_progress: bool = False,
-                     progress: ProgressFn | None = None) -> int:
+                     progress: ProgressFn | None = None, workers: int = 1, backend: str = "local") -> int:
     """Add the documents of every embedding shard of `store` to `index` with their precomputed vectors, shard
     after shard (each shard memory-mapped, one `Index.add` call per shard: its own commit(s)), then finalize
     the index. `docs`: id -> document (dict or `Document`: text, title, metadata are stored). Ids already in
-    the index are skipped (resume). Returns the number of documents added."""
+    the index are skipped (resume). `workers` > 1: the search structure is left to `finalize`, which builds
+    it as that many segments in parallel (worker processes, or Ray tasks with `backend="ray"`) and commits
+    them into the one manifest. Returns the number of documents added."""
     from tqdm.auto import tqdm
 
     store.refresh()
@@ -82,8 +84,8 @@ def fill_from_shards(index: Any, store: ShardStore, docs: Mapping[str, Any], *, 
                     doc["windows"] = windows
                 batch.append(doc)
                 vectors.append(vecs)
-            added += index.add(batch, vectors=vectors, progress=advance)
-    index.finalize(show_progress=show_progress)
+            added += index.add(batch, vectors=vectors, progress=advance, defer_structure=workers > 1)
+    index.finalize(show_progress=show_progress, workers=workers, backend=backend)
     return added
 
 
@@ -209,8 +211,10 @@ class ShardedBuild:
         `store` None: the index was already finished (`encode` checked it). Returns the documents added."""
         added = 0
         if store is not None:
-            added = fill_from_shards(index, store, self.docs, show_progress=self.config.show_progress,
-                                     progress=progress)
+            ray = self.config.backend == "ray"
+            workers = store.n_shards  # one segment per shard (processes run at most one per CPU at a time)
+            added = fill_from_shards(index, store, self.docs, show_progress=self.config.show_progress, progress=progress,
+                                     workers=workers, backend="ray" if ray else "local")
         if not keep_embeddings:
             shutil.rmtree(self.embeddings_dir, ignore_errors=True)
         return added

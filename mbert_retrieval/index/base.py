@@ -235,16 +235,22 @@ class Index(IngestMixin):
 
     # ----------------------------------------------------------------- public write API
     def add(self, docs: Iterable[Mapping[str, Any]], *, vectors: Iterable[Any] | None = None, encoder: Any = None,
-            show_progress: bool = False, progress: ProgressFn | None = None) -> int:  # fmt: skip
+            show_progress: bool = False, progress: ProgressFn | None = None, defer_structure: bool = False) -> int:  # fmt: skip
         """Add documents (`{"id", "text", "title"?, "metadata"?}`) with their `vectors`, or encoded by `encoder`
         (a `DocumentEncoder`: only the documents not yet indexed are encoded); ids already in the index are
         skipped, so re-running an interrupted `add` resumes it. Returns the number of documents added.
-        `progress(n)` is called as documents are encoded (every few hundred) or skipped."""
+        `progress(n)` is called as documents are encoded (every few hundred) or skipped. `defer_structure`
+        (a build only): commit documents and vectors, and leave the search structure to `finalize` (which
+        can build it in parallel)."""
         with writer_lock(self.path):
             self._sync(locked=True)
             self._bind()
             self._cleanup()
-            n = self._ingest(docs, vectors, self._encoder(vectors, encoder), replace=False, show_progress=show_progress, progress=progress)
+            self._defer_structure = defer_structure and self.manifest.state != "ready"
+            try:
+                n = self._ingest(docs, vectors, self._encoder(vectors, encoder), replace=False, show_progress=show_progress, progress=progress)
+            finally:
+                self._defer_structure = False
             self._after_write()
         return n
 
@@ -280,9 +286,12 @@ class Index(IngestMixin):
             self._after_write()
         return len(iids)
 
-    def finalize(self, show_progress: bool = False) -> None:
+    def finalize(self, show_progress: bool = False, workers: int = 1, backend: str = "local") -> None:
         """Train the structure when it needs it (IVF-PQ, int8, PLAID) from the chunk files, index every
-        document and checkpoint; the index becomes "ready". `show_progress`: a bar over PLAID's k-means."""
+        document and checkpoint; the index becomes "ready". `show_progress`: a bar over PLAID's k-means.
+        `workers` > 1: the rows not in a segment yet are built into that many segments in parallel (worker
+        processes, or Ray tasks with `backend="ray"`; at most segments_per_tier - 1, so that they are not
+        merged straight back), as a sharded build does."""
         with writer_lock(self.path):
             self._sync(locked=True)
             self._bind()
@@ -293,6 +302,10 @@ class Index(IngestMixin):
                 n = self.store.n_vectors
                 sample = self.store.sample(self.structure.train_sample_size(n), seed=self.structure.config.seed)
                 self._train(self.structure.train, sample, n, show_progress)
+            if workers > 1 and isinstance(self.structure, SegmentSet):
+                from .parallel_build import build_segments
+
+                build_segments(self, min(workers, self.structure.policy.segments_per_tier - 1), backend)
             self._reconcile()
             self.manifest.state = "ready"
             self._save()

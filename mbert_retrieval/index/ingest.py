@@ -43,6 +43,7 @@ class IngestMixin:
     structure: Any
     _windows: WindowMap
     _chunk_size: int
+    _defer_structure: bool = False  # committed rows wait for `finalize` (parallel segment builds), not added one by one
 
     def _can_add(self) -> bool:
         return not self.structure.needs_training or self.structure.is_trained
@@ -102,7 +103,7 @@ class IngestMixin:
         self._windows.mark_stale()
         if replaced:
             self.structure.remove(self.docstore.row_ids(replaced))
-        if self._can_add():
+        if self._can_add() and not self._defer_structure:
             self.structure.add(iids, flat, offsets)
 
     def _ingest(self, docs: Iterable[Mapping[str, Any]], vectors: Iterable[Any] | None, encoder: Any, replace: bool,

@@ -35,7 +35,7 @@ import numpy as np
 from .dense import topk
 from .errors import IndexCorruptError
 from .merge_policy import TieredMergePolicy
-from .storage import FileRecord, sha256_file
+from .storage import FileRecord, sha256_file, verify_file
 
 __all__ = ["Segment", "SegmentSet", "segment_file", "template_file"]
 
@@ -239,8 +239,7 @@ class SegmentSet:
         if not self.template.persists_rows:  # flat float / binary after an IVF-PQ fallback: rebuilt from chunks
             return {}
         prefix, suffix = self.file_prefix, self.template.segment_suffix
-        if self.template_name is None and (record := self.template.save_template(directory / (name := template_file(generation, prefix, suffix)))):
-            self.template_name, self.template_record = name, record
+        self.write_template(directory, generation)
         self._write_pending(directory, prefix, suffix)
         self._apply_policy()
         self._write_pending(directory, prefix, suffix)
@@ -248,6 +247,26 @@ class SegmentSet:
         if self.template_name is not None and self.template_record is not None:
             files[self.template_name] = self.template_record
         return files
+
+    def write_template(self, directory: str | Path, generation: int) -> None:
+        """Write the trained shared state once (a new name after each training; listed by the next manifest)."""
+        if self.template_name is None and self.template.is_trained:
+            name = template_file(generation, self.file_prefix, self.template.segment_suffix)
+            if (record := self.template.save_template(Path(directory) / name)) is not None:
+                self.template_name, self.template_record = name, record
+
+    def reserve_id(self) -> int:
+        """A new segment id (for a segment built elsewhere: `parallel_build`)."""
+        self.next_id += 1
+        return self.next_id - 1
+
+    def adopt(self, segment_id: int, name: str, record: FileRecord, rows: int, directory: str | Path) -> None:
+        """Take in a segment file built by another process from this set's template (listed by the next manifest)."""
+        verify_file(Path(directory) / name, record, check_hash=True)
+        seg = Segment(segment_id, self.template.empty_like(), name, record, rows, sealed=True)
+        seg.structure.load_segment(Path(directory) / name)
+        self.segments.insert(len([s for s in self.segments if s.written]), seg)
+        self._ids_cache.pop(segment_id, None)
 
     def _write_pending(self, directory: Path, prefix: str, suffix: str) -> None:
         keep = []

@@ -144,7 +144,7 @@ def doc_row(doc: Mapping[str, Any]) -> tuple[str, str, str | None, dict | None]:
     return str(doc["id"]), str(doc["text"]), None if title is None else str(title), None if metadata is None else dict(metadata)
 
 
-def make_structure(kind: str, index_type: str, quantization: str | None, dim: int, params: Mapping[str, Any], store: VectorStore) -> Any:
+def make_structure(kind: str, index_type: str, quantization: str | None, dim: int, params: Mapping[str, Any], store: VectorStore | None) -> Any:
     """The search structure of an index: segments (`SegmentSet`) of a DenseIndex (HNSW, IVF-PQ, int8) or a
     PlaidIndex; a DenseIndex (flat over floats or binary codes) or an ExactTokenIndex rebuilt from the chunks."""
     from .merge_policy import TieredMergePolicy
@@ -162,6 +162,7 @@ def make_structure(kind: str, index_type: str, quantization: str | None, dim: in
         return SegmentSet(PlaidIndex(dim, config, store), TieredMergePolicy(config.segments_per_tier, config.merge_floor_rows))
     from .exact import ExactTokenIndex  # imports torch
 
+    assert store is not None, "exact search reads the chunk files"
     return ExactTokenIndex(dim, store)
 
 

@@ -72,9 +72,10 @@ def load_vectors(path: Path, manifest: IndexManifest, docstore: DocStore, overri
     return store, structure
 
 
-def reconcile(docstore: DocStore, store: VectorStore, structure: Any) -> None:
+def reconcile(docstore: DocStore, store: VectorStore, structure: Any, add_missing: bool = True) -> None:
     """Make `structure` hold exactly the live rows of the document store: rows it lacks are added from the
-    chunk files, rows of deleted documents removed (an untrained structure is left alone)."""
+    chunk files (unless `add_missing` is off: an unfinished build, whose `finalize` adds them, possibly in
+    parallel), rows of deleted documents removed (an untrained structure is left alone)."""
     if structure.needs_training and not structure.is_trained:
         return
     live = docstore.live_row_ids()
@@ -82,7 +83,7 @@ def reconcile(docstore: DocStore, store: VectorStore, structure: Any) -> None:
     if len(extra := present[~np.isin(present, live)]):
         structure.remove(extra)
     missing = live[~np.isin(live, present)]
-    if not len(missing):
+    if not len(missing) or not add_missing:
         return
     found, seqs, rows = store.locate(missing)
     if not found.all():
@@ -110,7 +111,7 @@ def load_snapshot(path: Path, docstore: DocStore, keep: Mapping[str, Any], overr
             try:
                 with docstore.snapshot():
                     store, structure = load_vectors(path, manifest, docstore, overrides, verify, previous)
-                    reconcile(docstore, store, structure)
+                    reconcile(docstore, store, structure, add_missing=manifest.state == "ready")
                 return Snapshot(manifest, store, structure, version)
             except (IndexCorruptError, FileNotFoundError):
                 if attempt == ATTEMPTS - 1 or not _moved_on(path, manifest, docstore, version):

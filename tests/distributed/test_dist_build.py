@@ -28,11 +28,12 @@ def _index_text(d: dict) -> str:
     return f"{d['title']} {d['text']}" if d.get("title") else d["text"]
 
 
-def _single(path, docs, model, kind, index_type, params, chunk_size=4096):
-    """One process, the same vectors in the same order, the public Index API."""
+def _single(path, docs, model, kind, index_type, params, chunk_size=4096, workers=1):
+    """One process, the same vectors in the same order, the public Index API (`workers`: the structure built
+    as that many segments, as a sharded build does with one segment per shard)."""
     index = Index.create(path, kind, index_type, model, chunk_size=chunk_size, **params)
-    index.add(docs, vectors=list(model.encode_documents([_index_text(d) for d in docs])))
-    index.finalize()
+    index.add(docs, vectors=list(model.encode_documents([_index_text(d) for d in docs])), defer_structure=workers > 1)
+    index.finalize(workers=workers)
     return index
 
 
@@ -66,9 +67,11 @@ def test_sharded_build_equals_single_process_build(tmp_path, fake_model, doc_mak
     model = fake_model(kind, dim=16 if kind == "dense" else 8)
     params = CASES[(kind, index_type)]
     sharded = build_sharded(docs, tmp_path / "sh", model, kind, index_type, n_shards=3, **params)
-    # each shard is its own commit: the single-process build commits at the same points (chunk_size = one
-    # shard), as a build does every `chunk_size` documents; HNSW graphs (and segments) follow commits
-    single = _single(tmp_path / "single", docs, model, kind, index_type, params, chunk_size=len(docs) // 3)
+    # each shard is its own commit and its own segment, built in parallel: the single-process build commits at
+    # the same points (chunk_size = one shard) and builds the same segments (workers = shards)
+    single = _single(tmp_path / "single", docs, model, kind, index_type, params, chunk_size=len(docs) // 3, workers=3)
+    if (kind, index_type) not in EXACT:
+        assert sharded.info()["n_segments"] == 3
     # an ordinary index folder: no per-shard folders, no sharded.json, the embedding shards removed
     assert (tmp_path / "sh" / "manifest.json").is_file() and not (tmp_path / "sh" / "sharded.json").exists()
     assert not (tmp_path / "sh" / EMBEDDINGS_DIR).exists() and not list((tmp_path / "sh").glob("shard-*"))

@@ -71,3 +71,17 @@ def test_ray_workers_split_windows_like_one_process(tmp_path, ray_cluster, tiny_
             np.testing.assert_allclose(gv, wv, atol=1e-5)
             n_split += gw is not None
     assert n_split > 0
+
+
+def test_ray_tasks_build_the_segments(tmp_path, ray_cluster, docs, tiny_modernbert, dense_model):
+    """With --ray the segments (one per shard) are built by Ray tasks and committed by the driver into one
+    manifest: the same index as the local worker processes build."""
+    kw = {"n_shards": 3, "hnsw_m": 4, "ef_construction": 16, "model_kwargs": {"dtype": "float32"}}
+    on_ray = build_sharded(docs, tmp_path / "ray", tiny_modernbert, "dense", "hnsw", backend="ray", num_workers=1, **kw)
+    local = build_sharded(docs, tmp_path / "local", tiny_modernbert, "dense", "hnsw", **kw)
+    assert on_ray.info()["n_segments"] == local.info()["n_segments"] == 3
+    q = dense_model.encode_queries(["shard merge", "late interaction"])
+    got, want = on_ray.search(q, k=5), local.search(q, k=5)
+    assert [[h.doc_id for h in r] for r in got] == [[h.doc_id for h in r] for r in want]
+    on_ray.close()
+    local.close()

@@ -324,3 +324,52 @@ def test_compact_makes_the_folder_smaller(tmp_path):
     index.compact()
     assert size() < before and (tmp_path / "ix" / "docs.sqlite-wal").stat().st_size == 0
     assert len(Index.open(tmp_path / "ix")) == 150
+
+
+@pytest.mark.parametrize("name", ["hnsw", "plaid"])
+def test_finalize_builds_segments_in_parallel_workers(tmp_path, name):
+    """`finalize(workers=3)` after adds that deferred the structure: three segments built by worker processes
+    from the chunk files and the trained template, committed by one manifest; searchable and writable."""
+    kind, index_type, params = KINDS[name]
+    rng = np.random.default_rng(0)
+    index = Index.create(tmp_path / "ix", kind, index_type, model_id="fake/random", dim=DIM, chunk_size=50, **params)
+    vectors = _vectors(kind, 150, rng)
+    index.add(_docs("b", 150), vectors=vectors, defer_structure=True)
+    assert len(index.structure) == 0  # nothing built yet
+    index.finalize(workers=3)
+    info = index.info()["structure"]
+    assert info["segments"] == 3 and sorted(info["segment_rows"]) == [50, 50, 50]
+    _check(index)
+    q = np.stack(vectors[:10]) if kind == "dense" else vectors[:10]
+    params = {"ef_search": 200} if kind == "dense" else {"ncandidates": 1000, "ndocs": 1000, "nprobe": 16}
+    assert [r[0].doc_id for r in index.search(q, k=1, **params)] == [f"b{i}" for i in range(10)]
+    index.add(_docs("n", 2), vectors=_vectors(kind, 2, rng))
+    back = Index.open(tmp_path / "ix")
+    _check(back)
+    assert len(back) == 152 and back.info()["structure"]["segments"] == 4
+
+
+def test_a_failed_worker_commits_nothing_and_the_build_can_be_finished(tmp_path, monkeypatch):
+    from mbert_retrieval.index import parallel_build
+
+    index = Index.create(tmp_path / "ix", "dense", "hnsw", model_id="fake/random", dim=DIM, chunk_size=50)
+    rng = np.random.default_rng(0)
+    index.add(_docs("b", 150), vectors=_vectors("dense", 150, rng), defer_structure=True)
+
+    def boom(jobs):
+        parallel_build.build_segment(jobs[0])  # one segment file written, then a worker dies
+        raise RuntimeError("a segment-building worker failed (exit code -9)")
+
+    monkeypatch.setattr(parallel_build, "_run_processes", boom)
+    with pytest.raises(RuntimeError, match="worker failed"):
+        index.finalize(workers=3)
+    index.close()
+    monkeypatch.undo()
+    back = Index.open(tmp_path / "ix")
+    assert back.manifest.state == "building" and len(back) == 150
+    back.finalize(workers=3)
+    _check(back)
+    assert back.info()["structure"]["segments"] == 3
+    orphans = {p.name for p in (tmp_path / "ix").iterdir() if p.name.startswith("seg.")} - set(back.manifest.files)
+    back.add([], vectors=[])
+    assert not {p.name for p in (tmp_path / "ix").iterdir() if p.name.startswith("seg.")} - set(back.manifest.files), orphans
