@@ -373,3 +373,29 @@ def test_a_failed_worker_commits_nothing_and_the_build_can_be_finished(tmp_path,
     orphans = {p.name for p in (tmp_path / "ix").iterdir() if p.name.startswith("seg.")} - set(back.manifest.files)
     back.add([], vectors=[])
     assert not {p.name for p in (tmp_path / "ix").iterdir() if p.name.startswith("seg.")} - set(back.manifest.files), orphans
+
+
+@pytest.mark.parametrize("name", ["hnsw", "ivfpq"])
+def test_dense_folder_written_before_segments_opens(tmp_path, name):
+    """A dense folder of the previous format (`dense.GGGGGG.faiss`, the whole structure) opens as one segment."""
+    from mbert_retrieval.index.manifest import IndexManifest
+
+    index, rng, base = _build(tmp_path / "ix", name, n=200)
+    q = np.stack(base[:5])
+    want = [[h.doc_id for h in r] for r in index.search(q, k=5)]
+    seg = index.structure.segments[0].structure
+    generation = index.manifest.generation
+    records = seg.save(tmp_path / "ix", generation)  # the old whole-structure writer
+    manifest = IndexManifest.load(tmp_path / "ix")
+    manifest.files = {n: r.__dict__ for n, r in records.items()}
+    manifest.params["state"] = seg.state()
+    index.close()
+    manifest.save(tmp_path / "ix")
+    for p in [*(tmp_path / "ix").glob("seg.*"), *(tmp_path / "ix").glob("codec.*")]:
+        p.unlink()
+    back = Index.open(tmp_path / "ix")
+    assert [[h.doc_id for h in r] for r in back.search(q, k=5)] == want
+    back.add(_docs("n", 3), vectors=_vectors("dense", 3, rng))
+    assert f"dense.{generation:06d}.faiss" in back.manifest.files and back.info()["structure"]["segments"] == 2
+    back.close()
+    assert len(Index.open(tmp_path / "ix")) == 203
