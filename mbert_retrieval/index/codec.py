@@ -152,7 +152,8 @@ class ResidualCodec:
 
         _, table = self.torch_tables(packed.device, dtype)
         n_bytes = packed.shape[1]
-        index = packed.long() + torch.arange(n_bytes, device=packed.device) * 256
+        # int32 indices (uint8 + int32 promotes in one pass): a quarter of int64's memory traffic
+        index = packed + torch.arange(0, n_bytes * 256, 256, dtype=torch.int32, device=packed.device)
         if table.dim() == 1:  # integer view: one gather per byte, then reinterpret as `dtype` values
             return table.index_select(0, index.view(-1)).view(dtype).reshape(len(packed), self.dim)
         return table.index_select(0, index.view(-1)).reshape(len(packed), self.dim)

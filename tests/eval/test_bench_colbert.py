@@ -14,18 +14,25 @@ from mbert_retrieval.eval import bench_colbert
 def test_smoke_run_writes_rows_and_table(tmp_path, capsys):
     out = tmp_path / "bench.json"
     result = bench_colbert.main(["--smoke", "--workdir", str(tmp_path / "work"), "--json", str(out), "--latency-queries", "5",
-                                 "--ours", "ours-plaid2", "ours-plaid2-rerank", "--param", "ndocs=64"])
+                                 "--ours", "ours-plaid2", "ours-plaid2-rerank", "ours-exact", "--param", "ndocs=64"])
     (ds,) = result["datasets"]
-    assert [r["system"] for r in ds["rows"]] == ["ours-plaid2", "ours-plaid2-rerank"]
+    assert [r["system"] for r in ds["rows"]] == ["ours-plaid2", "ours-plaid2-rerank", "ours-exact"]
     for row in ds["rows"]:
         assert row["error"] is None, row["error"]
         assert row["qps"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0 and row["bytes_per_token"] > 0
         assert 0 <= row["overlap_at_10"] <= 1 and 0 < row["ndcg_at_10"] <= 1
-        assert "ndocs=64" in row["params"]
+        assert ("ndocs=64" in row["params"]) == (row["system"] != "ours-exact")  # --param goes to the PLAID rows only
+    exact = ds["rows"][2]
+    assert exact["overlap_at_10"] == 1.0 and exact["ndcg_at_10"] == ds["exact_ndcg_at_10"]  # the same search as the reference
+    assert exact["bytes_per_token"] > ds["rows"][0]["bytes_per_token"]  # float vectors vs 2-bit codes
     assert json.loads(out.read_text())["datasets"][0]["rows"][0]["system"] == "ours-plaid2"
     printed = capsys.readouterr().out
     assert "exact MaxSim nDCG@10" in printed and "ours-plaid2-rerank" in printed
-    assert not (tmp_path / "work" / "indexes" / "smoke" / "ours-plaid2").exists()  # removed after use
+    assert not list((tmp_path / "work" / "indexes" / "smoke").glob("ours-*"))  # removed after use
+    plain, rerank = ds["rows"][:2]
+    assert plain["build_s"] == rerank["build_s"]  # one build: the plain row searches the rerank row's index without rerank
+    assert "rerank=False" in plain["params"] and "rerank=True" in rerank["params"]
+    assert plain["bytes_per_token"] < rerank["bytes_per_token"]  # the float vectors count for the rerank row only
 
 
 def test_fastplaid_results_are_read_back_through_files(tmp_path, monkeypatch):
@@ -50,3 +57,17 @@ def test_fastplaid_results_are_read_back_through_files(tmp_path, monkeypatch):
     assert len(fp) == 1 and fp[0]["error"] is None and fp[0]["qps"] == 10.0 and fp[0]["ndcg_at_10"] is not None
     ours = next(r for r in ds["rows"] if r["system"] == "ours-plaid2")
     assert ours["qps_x"] == ours["qps"] / 10.0  # ratios are to fast-plaid
+
+
+def test_reference_is_fastplaid_tuned_to_our_quality():
+    """QPS ratios go to fast-plaid's fastest setting that reaches our nDCG@10 (within the tolerance), not to
+    its default setting, which scores 16x more candidates."""
+    Row = bench_colbert.Row
+    rows = [Row("d", "ours-plaid2", qps=100.0, ndcg_at_10=0.630),
+            Row("d", "fast-plaid", "8:4096", qps=2.0, ndcg_at_10=0.632), Row("d", "fast-plaid", "2:512", qps=9.0, ndcg_at_10=0.629),
+            Row("d", "fast-plaid", "1:128", qps=30.0, ndcg_at_10=0.610)]  # fmt: skip
+    assert bench_colbert.reference(rows, 0.002).params == "2:512"
+    assert bench_colbert.reference(rows, 0.0).params == "8:4096"
+    rows[0].ndcg_at_10 = 0.7  # none reaches ours: the best-quality setting
+    assert bench_colbert.reference(rows, 0.002).params == "8:4096"
+    assert bench_colbert.reference([Row("d", "pylate-plaid2", qps=5.0), rows[0]], 0.002).system == "pylate-plaid2"

@@ -72,3 +72,21 @@ def test_padded_positions_repeat_the_last_row():
     expected = torch.stack([values[3:7].amax(0), values[0:2].amax(0), values[2:3].amax(0)])
     torch.testing.assert_close(values[pos].amax(1), expected)  # per-item max, no mask needed
     assert padded_positions(offsets, torch.tensor([], dtype=torch.long)).shape[0] == 0
+
+
+def test_plaid_tensors_list_each_documents_distinct_codes():
+    """The centroid interaction reads each document's distinct codes: the inverted lists read by document
+    (a document absent from every list, e.g. deleted, has none)."""
+    from mbert_retrieval.index.codec import ResidualCodec
+    from mbert_retrieval.index.plaid_search import PlaidTensors
+
+    codes = np.array([3, 1, 3, 0, 2, 2, 1, 0], np.uint16)
+    doc_offsets = np.array([0, 3, 5, 5, 8], np.int64)  # doc 2 is empty
+    pairs = sorted({(int(c), d) for d in range(4) for c in codes[doc_offsets[d] : doc_offsets[d + 1]] if d != 3})  # doc 3: deleted
+    cells, docs = np.array(pairs).T
+    ivf_offsets = np.concatenate([[0], np.cumsum(np.bincount(cells, minlength=4))]).astype(np.int64)
+    codec = ResidualCodec(np.eye(4, 8, dtype=np.float32), np.zeros((8, 3), np.float32), np.zeros((8, 4), np.float32), 2)
+    t = PlaidTensors.build(codec, torch.device("cpu"), torch.float32, codes, np.zeros((8, 2), np.uint8), np.ones(8, np.float32),
+                           doc_offsets, ivf_offsets, docs.astype(np.int32))  # fmt: skip
+    got = [t.doc_cells[t.doc_cell_offsets[d] : t.doc_cell_offsets[d + 1]].tolist() for d in range(4)]
+    assert got == [[1, 3], [0, 2], [], []]
