@@ -168,7 +168,7 @@ class Retriever:
         (colbert); `params`: index settings (e.g. `quantization="int8"`, `hnsw_m=32`, `nbits=4`).
         Resumable: building into a folder that holds an interrupted build of the same model continues it
         (documents already committed are not encoded again). `progress(n)` is called as documents are encoded."""
-        from .index import Index, IndexCorruptError
+        from .index import Index
 
         docs = iter_documents(corpus, corpus_format)  # read as the index asks (flat memory); first document checked now
         if not isinstance(model, (str, type(None))):
@@ -193,20 +193,33 @@ class Retriever:
                 if saved_model:
                     shutil.rmtree(path / MODEL_DIRNAME, ignore_errors=True)
                 raise
+        def fill() -> None:
+            _add_reporting_committed(index, docs, progress=progress, encoder=DocumentEncoder(model))
+            index.finalize(show_progress=progress is not None)
+
+        return cls._run_build(index, model, hybrid, saved_model, len(index), fill)
+
+    @classmethod
+    def _run_build(cls, index: Any, model: Any, hybrid: bool, saved_model: bool, resumed_from: int,
+                   fill: Callable[[], object]) -> Retriever:  # fmt: skip
+        """The steps every build shares around `fill` (the documents into the index): retriever.json (read
+        back when resuming, then written), BM25 set up before the documents arrive, the build's end."""
+        from .index import IndexCorruptError
+
+        path = index.path
         try:
             sidecar = read_sidecar(path)
         except IndexCorruptError as err:  # a build rewrites it from what it knows
             logger.warning("%s: writing a new one", err)
             sidecar = {}
         retriever = cls(index, model, hybrid=hybrid or bool(sidecar.get("hybrid", False)), sidecar=sidecar)
-        retriever.resumed_from = len(index)
+        retriever.resumed_from = resumed_from
         try:
             retriever._write_sidecar(hybrid=retriever.hybrid, **({"model_saved": True} if saved_model else {}))
             index.manifest.params[SIDECAR_PARAM] = True  # saved with the manifest by the next write below
             if retriever.hybrid_default:
                 retriever._ensure_fts()  # before the documents: the triggers index them as they are committed
-            _add_reporting_committed(index, docs, progress=progress, encoder=DocumentEncoder(model))
-            index.finalize(show_progress=progress is not None)
+            fill()
             retriever._finish_build()
         except BaseException:
             index.close()
@@ -227,7 +240,6 @@ class Retriever:
         `window=WindowConfig(...)` splits long documents into windows in the workers. Under torchrun only
         rank 0 returns a retriever; the other ranks encode their shards and return None."""
         from .distributed import ShardedBuild
-        from .index import IndexCorruptError
 
         docs = normalize_documents(corpus, corpus_format)
         if not isinstance(model, (str, type(None))):
@@ -246,24 +258,8 @@ class Retriever:
         model, saved_model = _save_new_weights(model, path, model_options or {})
         job.loaded = model
         index = job.open_index(index_type, chunk_size=chunk_size, **params)
-        try:
-            sidecar = read_sidecar(path)
-        except IndexCorruptError as err:  # a build rewrites it from what it knows
-            logger.warning("%s: writing a new one", err)
-            sidecar = {}
-        retriever = cls(index, model, hybrid=hybrid or bool(sidecar.get("hybrid", False)), sidecar=sidecar)
-        retriever.resumed_from = min(resumed, len(docs))
-        try:
-            retriever._write_sidecar(hybrid=retriever.hybrid, **({"model_saved": True} if saved_model else {}))
-            index.manifest.params[SIDECAR_PARAM] = True  # saved with the manifest by the next write below
-            if retriever.hybrid_default:
-                retriever._ensure_fts()  # before the documents: the triggers index them as they are committed
-            job.fill(index, store, keep_embeddings=keep_embeddings, progress=progress)
-            retriever._finish_build()
-        except BaseException:
-            index.close()
-            raise
-        return retriever
+        return cls._run_build(index, model, hybrid, saved_model, min(resumed, len(docs)),
+                              lambda: job.fill(index, store, keep_embeddings=keep_embeddings, progress=progress))
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike, model: Any = None, *, hybrid: bool | None = None,
