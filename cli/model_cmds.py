@@ -236,7 +236,7 @@ def _eval_options(items: List[str] | None) -> dict[str, Any]:
 
 def _load_model(model: str | None, kind: str | None, opts: dict[str, Any]):
     """The default model for `kind` (dense when unset), or `model` with its kind detected unless given."""
-    from mbert_retrieval.retriever import _absolute_if_dir, load_retrieval_model
+    from mbert_retrieval.retrieval_model import absolute_if_dir as _absolute_if_dir, load_retrieval_model
 
     if model is None or kind is not None:
         return load_retrieval_model(model, kind or "dense", **opts)

@@ -49,66 +49,16 @@ from .index.lexical import LexicalIndex, fts5_available
 from .index.result import Result
 from .distributed.build import resume_count as resume_count_of
 from .distributed.legacy import check_not_legacy_sharded
+from .retrieval_model import MODEL_DIRNAME, absolute_if_dir, load_retrieval_model, model_path, save_new_weights
 from .sidecar import RETRIEVER_FILE, SIDECAR_PARAM, read_sidecar, sidecar_expected
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Retriever", "Result", "normalize_documents", "read_sidecar", "RETRIEVER_FILE", "MAX_CANDIDATES"]
+__all__ = ["Retriever", "Result", "normalize_documents", "read_sidecar", "RETRIEVER_FILE", "MAX_CANDIDATES", "MODEL_DIRNAME",
+           "load_retrieval_model"]
 
 MAX_CANDIDATES = 100_000  # hybrid: deepest list fused per query (also capped at the number of documents)
 ProgressFn = Callable[[int], None]
-
-
-# ---------------------------------------------------------------------------------------------- models
-def _absolute_if_dir(name: str | None) -> str | None:
-    if name is not None and os.path.isdir(os.path.expanduser(name)):
-        return os.path.abspath(os.path.expanduser(name))
-    return name
-
-
-def load_retrieval_model(name: str | None = None, kind: str = "dense", revision: str | None = None,
-                         **options: Any):
-    """`hub.load_model` with local paths made absolute (so the index records a stable model id).
-    `options`: encoder settings (max_batch_size, max_tokens_per_batch, device, max_length, ...)."""
-    from .hub import load_model
-
-    return load_model(_absolute_if_dir(name), kind=kind, revision=revision, **options)
-
-
-MODEL_DIRNAME = "model"  # <index>/model/: a model whose weights were made at build time (see `_save_new_weights`)
-
-
-def _save_new_weights(model: Any, path: Path, options: Mapping[str, Any]) -> tuple[Any, bool]:
-    """A model holding weights made when it was loaded (ColBERT on a plain encoder: a random projection and
-    marker-token embeddings, `model.new_weights`) is saved into `<index>/model/` at build time, and the index
-    reopens from those files: a change of torch's initialisation cannot break the index, and the
-    "untrained projection" warning comes once, at build. Resuming an interrupted build reloads the saved copy.
-    Returns (the model to build with, whether this call saved a new copy)."""
-    target = path / MODEL_DIRNAME
-    if not getattr(model, "new_weights", False):
-        return model, False
-    if (path / "manifest.json").exists() and (target / "modules.json").is_file():
-        from .hub import load_model
-
-        saved = load_model(str(target), kind=model.kind, **dict(options))
-        saved.model_id, saved.revision = model.model_id, getattr(model, "revision", None)
-        saved.resolved = getattr(model, "resolved", None)
-        return saved, False
-    # no manifest yet: whatever is in `target` is left by a build that stopped before creating the index
-    if target.exists():
-        shutil.rmtree(target)
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(target)  # from now on the model's weights are these files (its fingerprint too)
-    logger.info("saved the model with its new projection in %s (the index reopens from there)", target)
-    return model, True
-
-
-def _model_path(model: Any) -> str | None:
-    resolved = getattr(model, "resolved", None)
-    if resolved is not None and getattr(resolved, "path", None):
-        return os.path.abspath(resolved.path)
-    model_id = getattr(model, "model_id", None)
-    return os.path.abspath(model_id) if model_id and os.path.isdir(model_id) else None
 
 
 def _is_int(value: Any) -> bool:
@@ -177,7 +127,7 @@ class Retriever:
             model = load_retrieval_model(model, kind, **dict(model_options or {}))
         path = Path(index_dir)
         check_not_legacy_sharded(path)
-        model, saved_model = _save_new_weights(model, path, model_options or {})
+        model, saved_model = save_new_weights(model, path, model_options or {})
         if (path / "manifest.json").exists():
             index = Index.open(path, model)
             m = index.manifest
@@ -255,7 +205,7 @@ class Retriever:
         store = job.encode()
         if not job.is_driver:
             return None
-        model, saved_model = _save_new_weights(model, path, model_options or {})
+        model, saved_model = save_new_weights(model, path, model_options or {})
         job.loaded = model
         index = job.open_index(index_type, chunk_size=chunk_size, **params)
         return cls._run_build(index, model, hybrid, saved_model, min(resumed, len(docs)),
@@ -285,7 +235,7 @@ class Retriever:
             if model is not None:
                 raise ValueError("give either model= or load_model=False, not both")
         elif model is None or (sidecar.get("model_saved") is True and isinstance(model, (str, os.PathLike))
-                               and _absolute_if_dir(str(model)) == manifest.model_id):
+                               and absolute_if_dir(str(model)) == manifest.model_id):
             model = cls._recorded_model(manifest, sidecar, options, path)  # the saved copy, when there is one
         elif isinstance(model, (str, os.PathLike)):
             model = load_retrieval_model(str(model), manifest.kind, **options)
@@ -348,7 +298,7 @@ class Retriever:
             resolved = getattr(self.model, "resolved", None)
             data.update({
                 "model_id": self.model.model_id,
-                "model_path": _model_path(self.model) or data.get("model_path"),
+                "model_path": model_path(self.model) or data.get("model_path"),
                 "kind": self.model.kind,
             })
             if resolved is not None and getattr(resolved, "fallback", False):
