@@ -27,6 +27,7 @@ def build_segment(job: dict[str, Any]) -> dict[str, Any]:
     """Worker: one segment file from whole chunk files (rows `iids` of each), with the trained template.
     Module-level and given plain data only, so it runs in a spawned process or as a Ray task."""
     from .structures import make_structure
+    from .vectors import take_docs
 
     folder = Path(job["path"])
     structure = make_structure(job["kind"], job["index_type"], job["quantization"], job["dim"], job["params"], None)
@@ -39,8 +40,6 @@ def build_segment(job: dict[str, Any]) -> dict[str, Any]:
         rows = np.flatnonzero(np.isin(ids, np.asarray(wanted, dtype=np.int64)))
         if not len(rows):
             continue
-        from .vectors import take_docs
-
         offsets = np.asarray(arrays["offsets"]) if "offsets" in arrays else None
         vectors, new_offsets = take_docs(arrays["vectors"], offsets, rows)
         segment.add(ids[rows], vectors, new_offsets)
