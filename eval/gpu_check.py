@@ -12,8 +12,9 @@ Sections (each one reports its own error instead of stopping the run):
   variable, 134k tok/s long variable).
 - dense: the project's `DenseIndex` (flat, exact) with the faiss CPU backend vs faiss-gpu (when faiss has GPU
   support) and torch matmul top-k (on CUDA when present): queries/s, and overlap@10 with the CPU results.
-- plaid: the project's PLAID index on synthetic ColBERT-like tokens, searched with device="cpu" and "cuda":
-  queries/s (batched) and overlap@10 between the two. fast-plaid on CUDA needs its own torch (see
+- plaid: the project's PLAID index on synthetic ColBERT-like tokens, searched with device="cpu", "cuda" and
+  "cuda" with the per-token arrays streamed from host memory (as for an index larger than the GPU's memory):
+  queries/s (batched) and overlap@10 with the CPU results. fast-plaid on CUDA needs its own torch (see
   eval/bench_colbert_fastplaid.py): reported as not available here.
 
 Writes `gpu_check.json` and `gpu_check.md` (date, device, versions, tables) under `--out`.
@@ -252,9 +253,11 @@ def plaid_section(sizes: Sizes, device: torch.device, repeats: int, k: int = 10)
         index.train(store.sample(index.train_sample_size(len(vectors))), len(vectors))
         index.add(iids, vectors, offsets)
         build = time.perf_counter() - start
-        for where in ["cpu"] + (["cuda"] if device.type == "cuda" else []):
-            index.config = replace(index.config, device=where)
+        for where in ["cpu"] + (["cuda", "cuda (streamed)"] if device.type == "cuda" else []):
+            index.config = replace(index.config, device=where.split()[0])
             index._tensors = None  # the search tensors are made on the configured device on first search
+            if where.endswith("(streamed)"):  # per-token arrays in host memory, as for an index too big for the GPU
+                index._search_tensors(resident=False)
             seconds, (_, ids) = _timed(lambda: index.search(queries, k), repeats)
             reference = ids if reference is None else reference
             rows.append({"system": "ours (PLAID, 2-bit)", "device": where, "queries_per_s": len(queries) / seconds,

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["maxsim", "maxsim_pairwise", "pad_token_vectors", "maxsim_rank", "maxsim_packed", "segment_max", "segment_ids"]
+__all__ = ["maxsim", "maxsim_pairwise", "pad_token_vectors", "maxsim_rank", "maxsim_rerank", "maxsim_packed", "segment_max", "segment_ids"]
 
 
 def pad_token_vectors(
@@ -149,15 +149,42 @@ def maxsim_rank(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Score one query's token matrix against candidate documents' token matrices; return (order, scores)
     sorted best first (top `k` when given). Used for reranking and exact search."""
-    q = query if isinstance(query, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(query))
-    q = q.to(device=device, dtype=torch.float32)
-    if len(documents) == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    return maxsim_rerank([query], [np.arange(len(documents))], documents, k, device, dtype)[0]
+
+
+def maxsim_rerank(
+    queries: Sequence[np.ndarray | torch.Tensor],
+    candidates: Sequence[np.ndarray],
+    documents: Sequence[np.ndarray | torch.Tensor],
+    k: int | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Rerank each query's candidates (indices into `documents`) by exact MaxSim: per query, (positions in its
+    candidate list, scores) best first, top `k` when given. The documents are packed into one tensor once for
+    all the queries (a batch of searches reads each candidate's vectors once), then each query is one gather
+    and one `maxsim_packed` over its own candidates."""
+    if not documents:
+        return [(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)) for _ in queries]
     tensors = [d if isinstance(d, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(d, dtype=np.float32)) for d in documents]
-    lengths = torch.tensor([t.shape[0] for t in tensors], dtype=torch.long, device=device)
-    docs = torch.cat([t.to(device=device, dtype=torch.float32).reshape(-1, q.shape[-1]) for t in tensors])
+    dim = tensors[0].shape[-1]
+    lengths = np.array([t.shape[0] for t in tensors], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    packed = torch.cat([t.to(device=device, dtype=torch.float32).reshape(-1, dim) for t in tensors])
+    out = []
     with torch.no_grad():
-        scores = maxsim_packed(q, torch.tensor([len(q)], device=device), docs, lengths, dtype=dtype)[0]
-    k = len(documents) if k is None else min(k, len(documents))
-    top = torch.topk(scores, k)
-    return top.indices.cpu().numpy(), top.values.cpu().numpy()
+        for query, cand in zip(queries, candidates):
+            cand = np.asarray(cand, dtype=np.int64)
+            if len(cand) == 0:
+                out.append((np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)))
+                continue
+            q = query if isinstance(query, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(query))
+            lens = lengths[cand]
+            firsts = np.cumsum(lens) - lens  # where each candidate starts in the gathered rows
+            rows = np.repeat(offsets[cand] - firsts, lens) + np.arange(int(lens.sum()))
+            docs = packed.index_select(0, torch.from_numpy(rows).to(device))
+            q = q.to(device=device, dtype=torch.float32)
+            scores = maxsim_packed(q, torch.tensor([len(q)], device=device), docs, torch.from_numpy(lens).to(device), dtype=dtype)[0]
+            top = torch.topk(scores, len(cand) if k is None else min(k, len(cand)))
+            out.append((top.indices.cpu().numpy(), top.values.cpu().numpy()))
+    return out

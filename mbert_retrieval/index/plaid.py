@@ -1,8 +1,9 @@
 """`PlaidIndex`: a compressed PLAID-style token index for ColBERT (late interaction) search.
 
 Each token is stored as the id of its nearest centroid (k-means over token vectors) plus its residual
-compressed to `nbits` (2 or 4) per dimension: per-dimension bucket cutoffs are residual quantiles and
-each bucket decodes to the mean residual falling in it. An inverted list maps centroid -> documents.
+compressed to `nbits` (2 or 4) per dimension: per-dimension buckets fitted by Lloyd-Max (each decodes to the
+mean of what falls in it), over the residual's direction, with a float16 scale per token (`residual_scale`).
+An inverted list maps centroid -> documents.
 
 Search (torch, batched over queries, on the CPU or a CUDA device: `plaid_search`): top-`nprobe`
 centroids per query token -> candidate documents (capped at `ncandidates` by their probe score) ->
@@ -24,7 +25,7 @@ import numpy as np
 
 from .codec import ResidualCodec
 from .errors import IndexStateError
-from .storage import FileRecord, load_arrays, save_arrays
+from .storage import FileRecord, load_arrays, read_metadata, save_arrays
 from .vectors import VectorStore
 
 __all__ = ["PlaidConfig", "ResidualCodec", "PlaidIndex", "default_n_centroids"]
@@ -38,6 +39,7 @@ class PlaidConfig:
     nbits: int = 2  # bits per residual dimension: 2 or 4
     n_centroids: int | None = None  # None: 2^floor(log2(16 * sqrt(n_tokens))), bounded
     kmeans_niter: int = 8  # ColBERTv2 uses 4: centroids only route, residuals carry the detail
+    residual_scale: bool = True  # a float16 scale per token (+2 bytes): see codec.ResidualCodec; new codecs only
     max_train_tokens: int = 262_144  # k-means sample: at least this, and at least 64 tokens per centroid
     # search defaults: on scifact (2-bit, 128-d MiniLM + random projection) nprobe=2 / 512 / 128 gave nDCG@10
     # 0.6333 against exact MaxSim's 0.6302, with ~8x less centroid-interaction work than 4 / 4096 / 256
@@ -122,11 +124,12 @@ class PlaidIndex:
             raise IndexStateError("cannot train a PLAID index on zero token vectors")
         c = self.config
         n = c.n_centroids or default_n_centroids(n_total or len(sample), len(sample))
-        self._set_codec(ResidualCodec.train(sample, min(n, len(sample)), c.nbits, c.kmeans_niter, c.seed, progress))
+        self._set_codec(ResidualCodec.train(sample, min(n, len(sample)), c.nbits, c.kmeans_niter, c.seed, progress, c.residual_scale))
 
     def _set_codec(self, codec: ResidualCodec) -> None:
         """Use `codec` (trained: centroids + residual buckets) for an index holding no documents yet."""
         self.codec = codec
+        self._residuals = np.zeros((0, codec.row_bytes), np.uint8)
         self._inv_norms, self._tensors = np.zeros(0, np.float32), None
         self._ivf_offsets = np.zeros(len(codec.centroids) + 1, np.int64)
         if len(codec.centroids) > 65535:
@@ -257,29 +260,32 @@ class PlaidIndex:
         if not queries:
             return out_s, out_i
         results = search_batch(self._search_tensors(), queries, mask, direct, options)
-        for qi, (best, docs) in enumerate(results):
-            iids = self._doc_iids[docs]
-            if exact and len(iids):
-                from ..maxsim import maxsim_rank  # torch: imported by the first search, not by `mbret info` / `delete`
+        if exact:  # every query's candidates reranked with exact MaxSim; their float vectors read once for the batch
+            from ..maxsim import maxsim_rerank  # torch: imported by the first search, not by `mbret info` / `delete`
 
-                assert self.store is not None  # `exact` requires the stored full vectors
-                order, best = maxsim_rank(queries[qi], self.store.get_tokens(iids), k=k)
-                iids = iids[order]
-            out_s[qi, : min(k, len(best))], out_i[qi, : min(k, len(iids))] = best[:k], iids[:k]
+            assert self.store is not None  # `exact` requires the stored full vectors
+            unique, inverse = np.unique(np.concatenate([docs for _, docs in results]), return_inverse=True)
+            bounds = np.cumsum([0] + [len(docs) for _, docs in results])
+            ranked = maxsim_rerank(queries, [inverse[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
+                                   self.store.get_tokens(self._doc_iids[unique]), k=k)  # fmt: skip
+            results = [(best, docs[order]) for (order, best), (_, docs) in zip(ranked, results)]
+        for qi, (best, docs) in enumerate(results):
+            out_s[qi, : min(k, len(best))], out_i[qi, : min(k, len(docs))] = best[:k], self._doc_iids[docs[:k]]
         return out_s, out_i
 
-    def _search_tensors(self) -> Any:
-        """The arrays as torch tensors on the search device (made once per change of the arrays)."""
+    def _search_tensors(self, resident: bool | None = None) -> Any:
+        """The arrays as torch tensors on the search device (made once per change of the arrays; `resident`:
+        see `PlaidTensors.build`, given: made again with that choice)."""
         from .late_interaction import resolve_device, resolve_dtype
         from .plaid_search import PlaidTensors
 
         assert self.codec is not None  # search() checks the index is trained
-        if self._tensors is None:
+        if self._tensors is None or resident is not None:
             if self._inv_norms is None:
                 self._inv_norms = self.codec.inverse_norms(self._codes, self._residuals)
             device = resolve_device(self.config.device)
             self._tensors = PlaidTensors.build(self.codec, device, resolve_dtype(self.config.dtype, device), self._codes, self._residuals,
-                                               self._inv_norms, self._doc_offsets, self._ivf_offsets, self._ivf_docs)  # fmt: skip
+                                               self._inv_norms, self._doc_offsets, self._ivf_offsets, self._ivf_docs, resident)  # fmt: skip
         return self._tensors
 
     # ----------------------------------------------------------------- segments (`segments.SegmentSet`)
@@ -325,13 +331,22 @@ class PlaidIndex:
         if self.codec is None:
             return None
         codec = {"centroids": self.codec.centroids, "cutoffs": self.codec.cutoffs, "weights": self.codec.weights}
-        return save_arrays(path, codec, metadata={"nbits": str(self.codec.nbits)})
+        return save_arrays(path, codec, metadata=self._codec_metadata())
 
     def load_template(self, path: Path | None, state: dict[str, Any]) -> None:
         if path is None:
             raise IndexStateError("a trained PLAID index needs its codec file (manifest params.state.template)")
-        a = load_arrays(path)
-        self._set_codec(ResidualCodec(np.array(a["centroids"]), np.array(a["cutoffs"]), np.array(a["weights"]), self.config.nbits))
+        self._set_codec(self._read_codec(path))
+
+    def _codec_metadata(self) -> dict[str, str]:
+        assert self.codec is not None  # only a trained index writes its codec
+        return {"nbits": str(self.codec.nbits), "residual_scale": "1" if self.codec.scaled else "0"}
+
+    def _read_codec(self, path: Path) -> ResidualCodec:
+        """The codec in a template (or a previous format's whole-index) file; no `residual_scale`: unscaled."""
+        a = load_arrays(path, ["centroids", "cutoffs", "weights"])
+        scaled = read_metadata(path).get("residual_scale") == "1"
+        return ResidualCodec(np.array(a["centroids"]), np.array(a["cutoffs"]), np.array(a["weights"]), self.config.nbits, scaled)
 
     def save_segment(self, path: Path) -> FileRecord:
         """This segment's documents: codes, residuals, doc ids/offsets, deleted flags and inverted lists."""
@@ -369,14 +384,14 @@ class PlaidIndex:
         self._consolidate()
         name = f"{self.file_prefix}.{generation:06d}.safetensors"
         codec = {"centroids": self.codec.centroids, "cutoffs": self.codec.cutoffs, "weights": self.codec.weights}
-        return {name: save_arrays(Path(directory) / name, {**codec, **self._arrays()}, metadata={"nbits": str(self.codec.nbits)})}
+        return {name: save_arrays(Path(directory) / name, {**codec, **self._arrays()}, metadata=self._codec_metadata())}
 
     def load(self, directory: str | Path, generation: int, state: dict[str, Any]) -> None:
         path = Path(directory) / f"{self.file_prefix}.{generation:06d}.safetensors"
         if not state.get("trained") or not path.exists():
             return
         a = load_arrays(path, mmap=True)
-        self.codec = ResidualCodec(np.array(a["centroids"]), np.array(a["cutoffs"]), np.array(a["weights"]), self.config.nbits)
+        self.codec = self._read_codec(path)
         self._codes, self._residuals, self._doc_iids = a["codes"], a["residuals"], np.array(a["doc_iids"])
         self._doc_offsets, self._alive = np.array(a["doc_offsets"]), np.array(a["alive"])
         self._ivf_offsets, self._ivf_docs = np.array(a["ivf_offsets"]), a["ivf_docs"]

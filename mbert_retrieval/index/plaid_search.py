@@ -15,7 +15,11 @@ centroids. Per query, then:
    its last token, which leaves its max unchanged -- so the per-document max is one `amax` (no Python
    loop over documents, no scatter).
 
-The arrays live on the device as `PlaidTensors` (on the CPU they share memory with the numpy arrays).
+The arrays live on the device as `PlaidTensors` (on the CPU they share memory with the numpy arrays). On a
+CUDA device whose free memory cannot hold the per-token arrays (codes, residuals, inverse norms: ~40 bytes a
+token at 2 bits), those stay in host memory and only the rows of each query's final candidates are copied to
+the device (streamed); the routing arrays (centroids, inverted lists, distinct codes: ~5 bytes a token) are
+always on the device.
 """
 
 from __future__ import annotations
@@ -30,10 +34,11 @@ from ..maxsim import segment_max
 from .codec import ResidualCodec
 from .late_interaction import as_tensor, padded_positions, token_positions
 
-__all__ = ["PlaidTensors", "SearchOptions", "search_batch"]
+__all__ = ["PlaidTensors", "SearchOptions", "fits_on_device", "search_batch"]
 
 _GROUP_TOKENS = 1024  # query tokens whose centroid scores are computed together (x C x 4 bytes of memory)
 _BLOCK_ROWS = 1 << 18  # padded candidate token rows scored at once (x query tokens x 4 bytes of memory)
+_RESIDENT_SHARE = 0.5  # per-token arrays go on a CUDA device when they take at most this share of its free memory
 
 
 @dataclass
@@ -53,6 +58,7 @@ class PlaidTensors:
     codec: ResidualCodec
     device: torch.device
     dtype: torch.dtype
+    host: torch.device  # where codes, residuals and inv_norms are: `device` (resident) or the CPU (streamed)
     codes: torch.Tensor
     residuals: torch.Tensor
     inv_norms: torch.Tensor
@@ -64,18 +70,24 @@ class PlaidTensors:
 
     @classmethod
     def build(cls, codec: ResidualCodec, device: torch.device, dtype: torch.dtype, codes: np.ndarray, residuals: np.ndarray,
-              inv_norms: np.ndarray, doc_offsets: np.ndarray, ivf_offsets: np.ndarray, ivf_docs: np.ndarray) -> PlaidTensors:  # fmt: skip
+              inv_norms: np.ndarray, doc_offsets: np.ndarray, ivf_offsets: np.ndarray, ivf_docs: np.ndarray,
+              resident: bool | None = None) -> PlaidTensors:  # fmt: skip
         """The arrays on `device`. Also made here: each document's distinct centroid codes (the inverted lists
         read by document), so the centroid interaction gathers one score row per distinct code, not per token
-        (on scifact 58% of the rows). `ivf_docs` must list every searchable document (deleted ones may be absent)."""
+        (on scifact 58% of the rows). `ivf_docs` must list every searchable document (deleted ones may be absent).
+        `resident`: whether the per-token arrays go on `device` too (None: always on the CPU; on CUDA when they
+        fit in `_RESIDENT_SHARE` of its free memory); when not, they stay in host memory and are streamed."""
         long = torch.int64
+        if resident is None:
+            resident = fits_on_device(len(codes) * (np.asarray(residuals).shape[1] + 8), device)  # + int32 code + float32 norm
+        host = device if resident else torch.device("cpu")
         small = torch.int32 if max(len(codes), len(doc_offsets), len(ivf_docs)) < 2**31 else long  # row ids: int32 halves their memory
         ivf_docs = np.asarray(ivf_docs)
         cells = np.repeat(np.arange(len(ivf_offsets) - 1, dtype=np.int32), np.diff(ivf_offsets))
         by_doc = np.argsort(ivf_docs, kind="stable")
         counts = np.bincount(ivf_docs, minlength=len(doc_offsets) - 1)
         cell_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        return cls(codec, device, dtype, as_tensor(codes, device, small), as_tensor(residuals, device), as_tensor(inv_norms, device),
+        return cls(codec, device, dtype, host, as_tensor(codes, host, small), as_tensor(residuals, host), as_tensor(inv_norms, host),
                    as_tensor(doc_offsets, device, long), as_tensor(ivf_offsets, device, long), as_tensor(ivf_docs, device, small),
                    as_tensor(cells[by_doc], device, small), as_tensor(cell_offsets, device, long))  # fmt: skip
 
@@ -83,6 +95,12 @@ class PlaidTensors:
         """(n query tokens, C) float32 scores against every centroid."""
         centroids, _ = self.codec.torch_tables(self.device, self.dtype)
         return (query_tokens.to(self.dtype) @ centroids.T).float()
+
+
+def fits_on_device(n_bytes: int, device: torch.device) -> bool:
+    """Whether `n_bytes` of per-token arrays should live on `device`: always on the CPU; on CUDA when they take
+    at most `_RESIDENT_SHARE` of its free memory (the rest is left to the search's working blocks)."""
+    return device.type != "cuda" or n_bytes <= _RESIDENT_SHARE * torch.cuda.mem_get_info(device)[0]
 
 
 def _top(values: torch.Tensor, n: int) -> torch.Tensor:
@@ -139,10 +157,11 @@ def _decompressed_maxsim(t: PlaidTensors, q: torch.Tensor, scores_t: torch.Tenso
     q_t = q.to(t.dtype).T.contiguous()
 
     def token_scores(flat: torch.Tensor) -> torch.Tensor:
-        residual = t.codec.residuals_torch(t.residuals.index_select(0, flat), t.dtype)
-        out = scores_t.index_select(0, t.codes.index_select(0, flat))  # the centroid part, q . c
+        rows = flat.to(t.host)  # streamed: gather the candidates' token rows in host memory, copy only those
+        residual = t.codec.residuals_torch(t.residuals.index_select(0, rows).to(t.device), t.dtype)
+        out = scores_t.index_select(0, t.codes.index_select(0, rows).to(t.device))  # the centroid part, q . c
         out += residual @ q_t  # + q . r (in `dtype`, accumulated in float32)
-        return out.mul_(t.inv_norms.index_select(0, flat)[:, None])
+        return out.mul_(t.inv_norms.index_select(0, rows).to(t.device)[:, None])
 
     return _per_doc_maxsim(t.doc_offsets, cand, token_scores)
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from mbert_retrieval.index.late_interaction import padded_positions, resolve_device, resolve_dtype, token_positions
-from mbert_retrieval.maxsim import maxsim, maxsim_packed, maxsim_rank, pad_token_vectors, segment_max
+from mbert_retrieval.maxsim import maxsim, maxsim_packed, maxsim_rank, maxsim_rerank, pad_token_vectors, segment_max
 
 
 def _docs(seed=0, dim=16, lengths=(3, 0, 5, 1, 9)):
@@ -39,6 +39,20 @@ def test_maxsim_rank_orders_by_packed_scores():
     ref = maxsim(torch.from_numpy(q)[None], dp, None, dm)[0].numpy()
     np.testing.assert_array_equal(order, np.argsort(-ref)[:3])
     np.testing.assert_allclose(scores, ref[order], rtol=1e-5)
+
+
+def test_maxsim_rerank_equals_ranking_each_querys_candidates_alone():
+    rng = np.random.default_rng(3)
+    docs = [rng.standard_normal((int(rng.integers(1, 9)), 8)).astype(np.float32) for _ in range(12)]
+    queries = [rng.standard_normal((int(rng.integers(1, 5)), 8)).astype(np.float32) for _ in range(4)]
+    candidates = [np.array([3, 0, 7, 11]), np.array([5]), np.array([], dtype=np.int64), np.array([7, 3, 2, 9, 10, 1])]
+    ranked = maxsim_rerank(queries, candidates, docs, k=3)
+    for q, cand, (order, scores) in zip(queries, candidates, ranked):
+        alone, alone_scores = maxsim_rank(q, [docs[c] for c in cand], k=3)
+        np.testing.assert_array_equal(order, alone)
+        np.testing.assert_allclose(scores, alone_scores, rtol=1e-6)
+        np.testing.assert_allclose(scores, [(q @ docs[c].T).max(1).sum() for c in cand[order]], rtol=1e-5)
+    assert len(ranked[2][0]) == 0 and maxsim_rerank(queries[:1], [np.array([], dtype=np.int64)], [], k=3)[0][0].shape == (0,)
 
 
 def test_segment_max_and_token_positions():

@@ -64,6 +64,53 @@ def test_codec_pack_roundtrip_and_error(corpus, nbits):
     assert np.all(codec.cutoffs[:, 1:] >= codec.cutoffs[:, :-1])
 
 
+def test_lloyd_max_buckets_and_per_token_scale_lower_the_error():
+    """Residual norms that vary between tokens (as real ones do): Lloyd-Max buckets beat the quantile ones, and
+    quantizing each residual's direction with a float16 scale per token beats one set of buckets for all."""
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((16, DIM)).astype(np.float32)
+    noise = rng.standard_normal((6000, DIM)).astype(np.float32) * rng.lognormal(-1.5, 0.6, (6000, 1)).astype(np.float32)
+    x = centres[rng.integers(0, 16, 6000)] + noise
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+
+    def error(codec):
+        codes, rows = codec.compress(x)
+        assert rows.shape == (len(x), codec.row_bytes)
+        return float(np.mean(1 - np.sum(codec.decompress(codes, rows) * x, axis=1)))
+
+    scaled = ResidualCodec.train(x, 16, 2, niter=10)
+    assert scaled.scaled and scaled.row_bytes == DIM * 2 // 8 + 2
+    plain = ResidualCodec.train(x, 16, 2, niter=10, scaled=False)
+    quantile = ResidualCodec(plain.centroids, plain.cutoffs, plain.weights, 2)
+    residuals = x - plain.centroids[plain.assign(x)]
+    quantile.cutoffs = np.quantile(residuals, [0.25, 0.5, 0.75], axis=0).T.astype(np.float32)
+    quantile.weights = np.quantile(residuals, [0.125, 0.375, 0.625, 0.875], axis=0).T.astype(np.float32)
+    quantile.weights = quantile._bucket_means(residuals)  # the previous release: quantile cutoffs, mean weights
+    assert error(scaled) < 0.9 * error(plain), (error(scaled), error(plain))
+    assert error(plain) < 0.95 * error(quantile), (error(plain), error(quantile))
+
+
+def test_codec_written_before_the_scale_opens_unscaled(tmp_path, corpus):
+    """A template file without the `residual_scale` flag (written by the previous release) is read as an
+    unscaled codec, and the segments it goes with (rows of packed buckets only) search as before."""
+    from mbert_retrieval.index.storage import load_arrays, save_arrays
+
+    docs, queries, _, _ = corpus
+    old = _build(tmp_path / "a", docs, nbits=2, nprobe=8, residual_scale=False)
+    scores, ids = old.search(queries, 5)
+    template, segment = tmp_path / "codec.safetensors", tmp_path / "seg.safetensors"
+    old.save_template(template)
+    save_arrays(template, load_arrays(template), metadata={"nbits": "2"})  # the previous release's metadata
+    old.save_segment(segment)
+    reopened = PlaidIndex(DIM, PlaidConfig(nbits=2, nprobe=8), old.store)  # new default config: scaled codecs
+    reopened.load_template(template, {})
+    reopened.load_segment(segment)
+    assert not reopened.codec.scaled and reopened._residuals.shape[1] == DIM * 2 // 8
+    again_scores, again_ids = reopened.search(queries, 5)
+    np.testing.assert_array_equal(again_ids, ids)
+    np.testing.assert_allclose(again_scores, scores, rtol=1e-6)
+
+
 def test_ranking_agrees_with_exact_maxsim(tmp_path, corpus):
     docs, queries, exact, _ = corpus
     overlap = {}
@@ -86,6 +133,11 @@ def test_full_vector_rerank_is_exact(tmp_path, corpus):
     assert np.mean([i[0] == e[0] for i, e in zip(ids, exact)]) >= 0.95
     hit = [qi for qi in range(len(queries)) if ids[qi, 0] == exact[qi][0]]
     np.testing.assert_allclose(scores[hit, 0], [exact_scores[qi][0] for qi in hit], rtol=1e-5)
+    # the batch reads every query's candidates together: the same results as one query at a time
+    for qi in range(0, len(queries), 7):
+        s1, i1 = index.search(queries[qi : qi + 1], 3)
+        np.testing.assert_array_equal(i1[0], ids[qi])
+        np.testing.assert_allclose(s1[0], scores[qi], rtol=1e-6)
 
 
 def test_filter_add_remove_compact_roundtrip(tmp_path, corpus):
@@ -208,3 +260,23 @@ def test_kmeans_reports_each_iteration():
     calls: list[int] = []
     codec = ResidualCodec.train(sample, 32, nbits=2, niter=5, seed=0, progress=calls.append)
     assert calls == [1] * 5 and codec.centroids.shape == (32, 16)
+
+
+def test_streamed_per_token_arrays_give_the_same_results(tmp_path, corpus, monkeypatch):
+    """On a CUDA device too small for the per-token arrays they stay in host memory and only the final
+    candidates' rows are copied; the results are the same (here on the CPU, where both places are one)."""
+    import torch
+
+    from mbert_retrieval.index.plaid_search import fits_on_device
+
+    docs, queries, _, _ = corpus
+    index = _build(tmp_path, docs, nbits=2, nprobe=4)
+    scores, ids = index.search(queries, 5)
+    index._search_tensors(resident=False)
+    streamed_scores, streamed_ids = index.search(queries, 5)
+    np.testing.assert_array_equal(streamed_ids, ids)
+    np.testing.assert_allclose(streamed_scores, scores, rtol=1e-6)
+    # the automatic choice: always resident on the CPU; on CUDA, resident within half of the free memory
+    assert fits_on_device(10**15, torch.device("cpu"))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1000, 4000))
+    assert fits_on_device(500, torch.device("cuda")) and not fits_on_device(501, torch.device("cuda"))
