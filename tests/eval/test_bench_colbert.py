@@ -8,6 +8,8 @@ import json
 import sys
 import textwrap
 
+import pytest
+
 from mbert_retrieval.eval import bench_colbert
 
 
@@ -23,7 +25,12 @@ def test_smoke_run_writes_rows_and_table(tmp_path, capsys):
         assert 0 <= row["overlap_at_10"] <= 1 and 0 < row["ndcg_at_10"] <= 1
         assert ("ndocs=64" in row["params"]) == (row["system"] != "ours-exact")  # --param goes to the PLAID rows only
     exact = ds["rows"][2]
-    assert exact["overlap_at_10"] == 1.0 and exact["ndcg_at_10"] == ds["exact_ndcg_at_10"]  # the same search as the reference
+    assert exact["overlap_at_10"] == 1.0 and exact["ndcg_at_10"] == pytest.approx(ds["exact_ndcg_at_10"])  # the same search
+    assert exact["ndcg_delta"] == 0 and list(exact["ndcg_delta_ci"]) == [0, 0]
+    for row in ds["rows"][:2]:
+        lo, hi = row["ndcg_delta_ci"]
+        assert lo <= row["ndcg_delta"] <= hi
+        assert row["ndcg_delta"] == pytest.approx(100 * (row["ndcg_at_10"] - ds["exact_ndcg_at_10"]), abs=1e-9)
     assert exact["bytes_per_token"] > ds["rows"][0]["bytes_per_token"]  # float vectors vs 2-bit codes
     assert json.loads(out.read_text())["datasets"][0]["rows"][0]["system"] == "ours-plaid2"
     printed = capsys.readouterr().out
@@ -71,3 +78,13 @@ def test_reference_is_fastplaid_tuned_to_our_quality():
     rows[0].ndcg_at_10 = 0.7  # none reaches ours: the best-quality setting
     assert bench_colbert.reference(rows, 0.002).params == "8:4096"
     assert bench_colbert.reference([Row("d", "pylate-plaid2", qps=5.0), rows[0]], 0.002).system == "pylate-plaid2"
+
+
+def test_paired_delta_interval_covers_the_sampling_of_queries():
+    reference = {f"q{i}": 0.5 for i in range(200)}
+    assert bench_colbert.paired_delta(dict(reference), reference) == (0.0, (0.0, 0.0))
+    ours = {q: 0.5 + (0.1 if i % 2 else -0.06) for i, q in enumerate(reference)}  # mean +2 points, noisy per query
+    delta, (lo, hi) = bench_colbert.paired_delta(ours, reference)
+    assert delta == pytest.approx(2.0) and lo < 2.0 < hi and 0.5 < hi - lo < 3.0
+    shifted = {q: 0.53 for q in reference}  # the same 3 points on every query: no spread at all
+    assert bench_colbert.paired_delta(shifted, reference)[1] == pytest.approx((3.0, 3.0))
