@@ -188,6 +188,12 @@ class ResidualCodec:
 
     def residuals_torch(self, packed: Any, dtype: Any) -> Any:
         """Residual vectors (n, dim) in `dtype` of token rows (n, `row_bytes`) uint8, on their device."""
+        directions, scales = self.residual_parts(packed, dtype)
+        return directions if scales is None else directions.mul_(scales)
+
+    def residual_parts(self, packed: Any, dtype: Any) -> tuple[Any, Any]:
+        """(decoded buckets (n, dim), scales (n, 1) or None when unscaled) in `dtype`: a search multiplies the
+        scale into q . r (n x query tokens) rather than into r (n x dim)."""
         import torch
 
         _, table = self.torch_tables(packed.device, dtype)
@@ -198,9 +204,9 @@ class ResidualCodec:
             out = table.index_select(0, index.view(-1)).view(dtype).reshape(len(packed), self.dim)
         else:
             out = table.index_select(0, index.view(-1)).reshape(len(packed), self.dim)
-        if self.scaled:  # the row's last two bytes: its float16 scale
-            out.mul_(packed[:, n_bytes:].contiguous().view(torch.float16).to(dtype))
-        return out
+        if not self.scaled:
+            return out, None
+        return out, packed[:, n_bytes:].contiguous().view(torch.float16).to(dtype)  # the row's last two bytes
 
     def decompress_torch(self, codes: Any, packed: Any, dtype: Any) -> Any:
         """Approximate L2-normalised vectors (n, dim) in `dtype`, computed in float32."""

@@ -158,9 +158,9 @@ def _decompressed_maxsim(t: PlaidTensors, q: torch.Tensor, scores_t: torch.Tenso
 
     def token_scores(flat: torch.Tensor) -> torch.Tensor:
         rows = flat.to(t.host)  # streamed: gather the candidates' token rows in host memory, copy only those
-        residual = t.codec.residuals_torch(t.residuals.index_select(0, rows).to(t.device), t.dtype)
+        directions, scales = t.codec.residual_parts(t.residuals.index_select(0, rows).to(t.device), t.dtype)
         out = scores_t.index_select(0, t.codes.index_select(0, rows).to(t.device))  # the centroid part, q . c
-        out += residual @ q_t  # + q . r (in `dtype`, accumulated in float32)
+        out += directions @ q_t if scales is None else (directions @ q_t).mul_(scales)  # + q . r (in `dtype`, accumulated in float32)
         return out.mul_(t.inv_norms.index_select(0, rows).to(t.device)[:, None])
 
     return _per_doc_maxsim(t.doc_offsets, cand, token_scores)
