@@ -49,7 +49,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP keeps its default wait policy, as users have it: OMP_WAIT_POLICY=PASSIVE (which the other benchmarks set
+# to run torch's and FAISS's runtimes side by side) halved our batched QPS on scifact, since every one of the
+# small per-query torch ops then wakes its sleeping threads; fast-plaid's subprocess inherits the same setting.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
