@@ -16,8 +16,7 @@ import numpy as np
 __all__ = ["ResidualCodec"]
 
 _BLOCK = 65536
-# Lloyd-Max iterations of the residual buckets (quantile start): on scifact tokens (MiniLM, 8,192 centroids) 10
-# lowered the 2-bit reconstruction error (1 - cos) from 0.034 to 0.026 and the query-token score RMSE by 15 %
+# Lloyd-Max iterations of the residual buckets (from quantile cutoffs); eval/bench_codec.py measures the gain
 _LLOYD_ITERS = 10
 # the numpy dtypes whose item size equals 2, 4, 8 bytes: one gather moves a whole packed byte's residual values
 _INT_OF_SIZE = {2: "int16", 4: "int32", 8: "int64"}
@@ -34,8 +33,7 @@ class ResidualCodec:
     `scaled`: the buckets quantize each residual's direction (the residual divided by its norm) and every token
     row ends with a float16 scale, the least-squares factor from the decoded direction back to the residual
     (2 more bytes a token). Residual norms vary widely between tokens, so one set of buckets for all of them
-    wastes levels on both the short and the long ones: on scifact tokens (MiniLM ColBERT head, 8,192
-    centroids, 2 bits) the scale lowered the query-token score RMSE by a further 13 % over Lloyd-Max alone.
+    wastes levels on both the short and the long ones (`eval/bench_codec.py` measures each variant's error).
     Codecs written before it have `scaled=False` and rows of only the packed buckets."""
 
     centroids: np.ndarray
@@ -64,15 +62,22 @@ class ResidualCodec:
             if progress is not None:
                 progress(1)
         codec = cls(_normalize(km.centroids.astype(np.float32)), np.zeros((dim, 0), np.float32), np.zeros((dim, 0), np.float32), nbits, scaled)
-        residuals = codec._directions(sample - codec.centroids[codec.assign(sample)])
-        n_buckets = 2**nbits
-        codec.cutoffs = np.quantile(residuals, np.arange(1, n_buckets) / n_buckets, axis=0).T.astype(np.float32)
-        codec.weights = np.quantile(residuals, (np.arange(n_buckets) + 0.5) / n_buckets, axis=0).T.astype(np.float32)
-        for it in range(_LLOYD_ITERS):  # Lloyd-Max: each bucket's mean, then cutoffs halfway between the means
-            codec.weights = codec._bucket_means(residuals)
-            if it + 1 < _LLOYD_ITERS:
-                codec.cutoffs = ((codec.weights[:, 1:] + codec.weights[:, :-1]) / 2).astype(np.float32)
+        codec.fit_buckets(sample)
         return codec
+
+    def fit_buckets(self, sample: np.ndarray, lloyd_iters: int = _LLOYD_ITERS) -> None:
+        """Fit the residual buckets to `sample` with the current centroids: quantile cutoffs to start, then
+        `lloyd_iters` Lloyd-Max steps (each weight the mean of its bucket, each cutoff halfway between two
+        weights; 1 step: quantile cutoffs with mean weights, the codec before Lloyd-Max)."""
+        residuals = self._directions(sample - self.centroids[self.assign(sample)])
+        n_buckets = 2**self.nbits
+        self.cutoffs = np.quantile(residuals, np.arange(1, n_buckets) / n_buckets, axis=0).T.astype(np.float32)
+        self.weights = np.quantile(residuals, (np.arange(n_buckets) + 0.5) / n_buckets, axis=0).T.astype(np.float32)
+        for it in range(max(1, lloyd_iters)):
+            self.weights = self._bucket_means(residuals)
+            if it + 1 < lloyd_iters:
+                self.cutoffs = ((self.weights[:, 1:] + self.weights[:, :-1]) / 2).astype(np.float32)
+        self._table, self._torch_tables = None, {}
 
     def _bucket_means(self, residuals: np.ndarray) -> np.ndarray:
         """(dim, B) mean residual of each dimension's buckets (the previous weight where a bucket is empty)."""
