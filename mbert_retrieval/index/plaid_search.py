@@ -75,8 +75,8 @@ class PlaidTensors:
         """The arrays on `device`. Also made here: each document's distinct centroid codes (the inverted lists
         read by document), so the centroid interaction gathers one score row per distinct code, not per token
         (on scifact 58% of the rows). `ivf_docs` must list every searchable document (deleted ones may be absent).
-        `resident`: whether the per-token arrays go on `device` too (None: always on the CPU; on CUDA when they
-        fit in `_RESIDENT_SHARE` of its free memory); when not, they stay in host memory and are streamed."""
+        `resident`: whether the per-token arrays go on `device` too (None: `fits_on_device`, i.e. always on the
+        CPU, on CUDA when they fit); when not, they stay in host memory and are streamed."""
         long = torch.int64
         if resident is None:
             resident = fits_on_device(len(codes) * (np.asarray(residuals).shape[1] + 8), device)  # + int32 code + float32 norm
