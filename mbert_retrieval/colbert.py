@@ -70,6 +70,12 @@ class ColBERTConfig:
     chunking: ChunkingConfig | None = None  # long documents: overlapping windows instead of truncation
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
 
+    def __post_init__(self) -> None:
+        for name in ("dim", "query_length", "document_length"):  # caught here, not as a TypeError mid-encode
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"ColBERT {name} must be a positive integer, got {value!r}")
+
 
 class ColBERT(nn.Module):
     """Token-level (multi-vector) retrieval model: encoder -> Dense projection(s) -> normalised token vectors."""

@@ -408,3 +408,12 @@ def test_index_with_saved_projection_missing_is_an_error(tiny_modernbert, tmp_pa
     shutil.rmtree(tmp_path / "idx" / MODEL_DIRNAME)
     with pytest.raises(FileNotFoundError, match="restore it, or rebuild"):
         Retriever.open(tmp_path / "idx")
+
+
+@pytest.mark.parametrize("override", [{"document_length": None}, {"query_length": 0}, {"document_length": "180"}])
+def test_bad_lengths_refused_when_loading(tmp_path, tiny_colbert, override):
+    """A None / zero / string length was accepted and failed later, mid-encode, with a TypeError."""
+    tiny_colbert.save_pretrained(tmp_path / "m")
+    name = next(iter(override))
+    with pytest.raises(ValueError, match=f"{name} must be a positive integer"):
+        ColBERT.from_pretrained(str(tmp_path / "m"), **override)
