@@ -1,4 +1,9 @@
-"""`ResidualCodec`: the PLAID token compression (nearest centroid + `nbits`-per-dimension residual buckets).
+"""`ResidualCodec`: the PLAID token compression (nearest centroid + an `nbits`-per-dimension residual code).
+
+The residual code is one byte per `8 // nbits` consecutive dimensions, in one of two forms: a product quantizer
+(each byte one of 256 codewords of its sub-vector, k-means-trained by FAISS: the default) or per-dimension
+buckets (the PLAID / ColBERTv2 codec: each dimension's `nbits` bits one of 2^nbits levels). Both decode
+through the same (byte position, byte value) -> sub-vector table, so search is the same code for either.
 
 Training and compression run in numpy/FAISS at build time. Decompression is torch (CPU or CUDA), in two
 forms: `decompress_torch` gives the approximate vectors; `residuals_torch` only the residual part, so that a
@@ -20,6 +25,12 @@ _BLOCK = 65536
 _LLOYD_ITERS = 10
 # the numpy dtypes whose item size equals 2, 4, 8 bytes: one gather moves a whole packed byte's residual values
 _INT_OF_SIZE = {2: "int16", 4: "int32", 8: "int64"}
+_CODEWORDS = 256  # product quantizer: one byte per sub-vector
+_PQ_ITERS = 20  # k-means iterations of each sub-vector's codewords
+# fewer sample tokens: buckets. FAISS's least for a k-means it does not warn about (39 a codeword); under it the
+# codewords are fitted to too few points, and on a corpus that small their table (float16, 64 KB at 128 dims)
+# would outweigh what they save
+_MIN_PQ_SAMPLE = 39 * _CODEWORDS
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -28,9 +39,13 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ResidualCodec:
-    """Centroids + per-dimension residual buckets (cutoffs (dim, B-1), weights (dim, B), B = 2^nbits).
+    """Centroids + the residual code: `codebooks` (n_bytes, 256, 8 // nbits), a product quantizer of the
+    residual sub-vectors, or (`codebooks` None) per-dimension buckets (cutoffs (dim, B-1), weights (dim, B),
+    B = 2^nbits). At 2 bits both spend one byte on 4 dimensions; the 256 codewords are fitted to the joint
+    distribution of the 4 values instead of being the grid of 4 independent levels, so the product quantizer
+    decodes closer (`eval/bench_codec.py`). Codecs written before it have buckets.
 
-    `scaled`: the buckets quantize each residual's direction (the residual divided by its norm) and every token
+    `scaled`: the code quantizes each residual's direction (the residual divided by its norm) and every token
     row ends with a float16 scale, the least-squares factor from the decoded direction back to the residual
     (2 more bytes a token). Residual norms vary widely between tokens, so one set of buckets for all of them
     wastes levels on both the short and the long ones (`eval/bench_codec.py` measures each variant's error).
@@ -41,29 +56,76 @@ class ResidualCodec:
     weights: np.ndarray
     nbits: int
     scaled: bool = False
+    codebooks: np.ndarray | None = None
     _table: np.ndarray | None = field(default=None, repr=False, compare=False)
     _torch_tables: dict = field(default_factory=dict, repr=False, compare=False)
+    _pq: Any = field(default=None, repr=False, compare=False)  # faiss.ProductQuantizer of `codebooks`, made once
 
     @classmethod
     def train(cls, sample: np.ndarray, n_centroids: int, nbits: int, niter: int = 20, seed: int = 0,
-              progress: Callable[[int], None] | None = None, scaled: bool = True) -> ResidualCodec:
-        """Spherical k-means centroids and per-dimension residual buckets from `sample` (Lloyd-Max: each weight
-        the mean of its bucket, each cutoff halfway between two weights). k-means runs one iteration per FAISS
-        call (each starting from the previous centroids), so `progress(1)` can report each."""
+              progress: Callable[[int], None] | None = None, scaled: bool = True, quantizer: str = "product") -> ResidualCodec:
+        """Spherical k-means centroids, then the residual code from `sample`: a product quantizer
+        (`quantizer="product"`; buckets when the sample is under `_MIN_PQ_SAMPLE` tokens) or per-dimension buckets
+        ("scalar"). k-means runs one iteration per FAISS call (each starting from the previous centroids), so
+        `progress(1)` can report each."""
         import faiss
 
         sample = np.ascontiguousarray(sample, dtype=np.float32)
         dim = sample.shape[1]
         if dim % (8 // nbits):
             raise ValueError(f"dim {dim} must be divisible by {8 // nbits} to pack {nbits}-bit residuals")
-        km = faiss.Kmeans(dim, n_centroids, niter=1, seed=seed, spherical=True, verbose=False)
+        # min_points_per_centroid=1: the sample size is the index's choice (train_sample_size), no FAISS warning about it
+        km = faiss.Kmeans(dim, n_centroids, niter=1, seed=seed, spherical=True, verbose=False, min_points_per_centroid=1)
         for it in range(max(1, niter)):
             km.train(sample, init_centroids=None if it == 0 else km.centroids)
             if progress is not None:
                 progress(1)
         codec = cls(_normalize(km.centroids.astype(np.float32)), np.zeros((dim, 0), np.float32), np.zeros((dim, 0), np.float32), nbits, scaled)
-        codec.fit_buckets(sample)
+        if quantizer == "product" and len(sample) >= _MIN_PQ_SAMPLE:
+            codec.fit_codebooks(sample, seed=seed)
+        else:
+            codec.fit_buckets(sample)
         return codec
+
+    def fit_codebooks(self, sample: np.ndarray, niter: int = _PQ_ITERS, seed: int = 0) -> None:
+        """Fit the product quantizer to `sample` with the current centroids: FAISS k-means of 256 codewords per
+        sub-vector of `8 // nbits` dimensions, over the residuals (or, scaled, their directions)."""
+        import faiss
+
+        residuals = self._directions(sample - self.centroids[self.assign(sample)])
+        pq = faiss.ProductQuantizer(self.dim, self.n_bytes, 8)
+        pq.cp.niter, pq.cp.seed, pq.cp.min_points_per_centroid = niter, seed, 1  # few tokens: train quietly
+        pq.train(np.ascontiguousarray(residuals, dtype=np.float32))
+        # stored as float16 (half the file; their error is far below the quantizer's): encode with what is stored
+        codebooks = faiss.vector_to_array(pq.centroids).reshape(self.n_bytes, _CODEWORDS, 8 // self.nbits)
+        self.codebooks = codebooks.astype(np.float16).astype(np.float32)
+        self._table, self._torch_tables, self._pq = None, {}, None
+
+    @property
+    def quantizer(self) -> str:
+        """"product" (codebooks) or "scalar" (per-dimension buckets)."""
+        return "scalar" if self.codebooks is None else "product"
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What a codec file stores (`from_arrays` reads it back)."""
+        code = {"cutoffs": self.cutoffs, "weights": self.weights} if self.codebooks is None else {"codebooks": self.codebooks.astype(np.float16)}
+        return {"centroids": self.centroids, **code}
+
+    def metadata(self) -> dict[str, str]:
+        return {"nbits": str(self.nbits), "residual_scale": "1" if self.scaled else "0", "residual_quantizer": self.quantizer}
+
+    @classmethod
+    def from_arrays(cls, read: Callable[[list[str]], dict[str, Any]], metadata: dict[str, str], nbits: int) -> ResidualCodec:
+        """The codec `arrays` and `metadata` wrote (`read(names)`: those arrays). Files written before the
+        scale or the product quantizer lack their flags: unscaled, buckets."""
+        scaled = metadata.get("residual_scale") == "1"
+        if metadata.get("residual_quantizer", "scalar") == "product":
+            a = read(["centroids", "codebooks"])
+            dim = a["centroids"].shape[1]
+            empty = np.zeros((dim, 0), np.float32)
+            return cls(np.array(a["centroids"]), empty, empty, nbits, scaled, np.array(a["codebooks"], dtype=np.float32))
+        a = read(["centroids", "cutoffs", "weights"])
+        return cls(np.array(a["centroids"]), np.array(a["cutoffs"]), np.array(a["weights"]), nbits, scaled)
 
     def fit_buckets(self, sample: np.ndarray, lloyd_iters: int = _LLOYD_ITERS) -> None:
         """Fit the residual buckets to `sample` with the current centroids: quantile cutoffs to start, then
@@ -142,21 +204,34 @@ class ResidualCodec:
         return ((packed[:, :, None] >> shifts) & (2**self.nbits - 1)).reshape(len(packed), -1)
 
     def compress(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(centroid codes (n,), token rows (n, `row_bytes`) uint8: packed buckets [+ float16 scale])."""
+        """(centroid codes (n,), token rows (n, `row_bytes`) uint8: the residual code [+ float16 scale])."""
         codes = self.assign(vectors)
         rows = np.empty((len(vectors), self.row_bytes), dtype=np.uint8)
         for s in range(0, len(vectors), _BLOCK):
             residuals = np.asarray(vectors[s : s + _BLOCK], dtype=np.float32) - self.centroids[codes[s : s + _BLOCK]]
-            buckets = self._bucketize(self._directions(residuals))
-            rows[s : s + _BLOCK, : self.n_bytes] = self.pack(buckets)
+            packed = self._encode(self._directions(residuals))
+            rows[s : s + _BLOCK, : self.n_bytes] = packed
             if self.scaled:  # least squares: the factor that brings the decoded direction closest to the residual
-                decoded = np.take_along_axis(self.weights, buckets.T.astype(np.int64), axis=1).T
+                decoded = self._byte_table()[np.arange(self.n_bytes), packed].reshape(len(packed), self.dim)
                 scale = (residuals * decoded).sum(1) / np.maximum((decoded * decoded).sum(1), 1e-12)
                 rows[s : s + _BLOCK, self.n_bytes :] = scale.astype("<f2").reshape(-1, 1).view(np.uint8)
         return codes, rows
 
+    def _encode(self, residuals: np.ndarray) -> np.ndarray:
+        """(n, n_bytes) uint8 codes of residuals (or directions): codeword ids, or packed buckets."""
+        if self.codebooks is None:
+            return self.pack(self._bucketize(residuals))
+        if self._pq is None:
+            import faiss
+
+            self._pq = faiss.ProductQuantizer(self.dim, self.n_bytes, 8)
+            faiss.copy_array_to_vector(np.ascontiguousarray(self.codebooks, dtype=np.float32).ravel(), self._pq.centroids)
+        return self._pq.compute_codes(np.ascontiguousarray(residuals, dtype=np.float32))
+
     def _byte_table(self) -> np.ndarray:
         """(n_bytes, 256, 8 // nbits) residual values decoded by each packed byte at each byte position."""
+        if self._table is None and self.codebooks is not None:
+            self._table = np.ascontiguousarray(self.codebooks, dtype=np.float32)
         if self._table is None:
             per = 8 // self.nbits
             buckets = self.unpack(np.arange(256, dtype=np.uint8)[:, None])  # (256, per)

@@ -1,4 +1,4 @@
-"""The codec fidelity benchmark (`eval/bench_codec.py`) on small synthetic tokens: three codecs on one k-means."""
+"""The codec fidelity benchmark (`eval/bench_codec.py`) on small synthetic tokens: four codecs on one k-means."""
 
 import numpy as np
 
@@ -17,7 +17,8 @@ def test_codec_variants_are_measured_on_held_out_tokens():
     Q = [tokens(8) for _ in range(10)]
     res = bench_codec.run(D, Q, nbits=2, sample_size=3000, test_size=1000, seed=0)
     assert res["sample"] == 3000 and res["test"] == min(1000, res["n_tokens"] - 3000)
-    before, lloyd, scaled = res["rows"].values()
-    assert scaled["bytes_per_token"] == lloyd["bytes_per_token"] + 2 == 32 * 2 // 8 + 4
+    before, lloyd, scaled, product = res["rows"].values()
+    assert product["bytes_per_token"] == scaled["bytes_per_token"] == lloyd["bytes_per_token"] + 2 == 32 * 2 // 8 + 4
+    assert product["one_minus_cos"] < scaled["one_minus_cos"]
     assert scaled["score_rmse"] < lloyd["score_rmse"] < before["score_rmse"]
     assert 0 < scaled["one_minus_cos"] < before["one_minus_cos"]

@@ -41,8 +41,8 @@ def _build(tmp_path, docs, **cfg):
 
 
 def test_default_n_centroids():
-    assert default_n_centroids(10_000, 10_000) == 1024  # 16 * 100 = 1600 -> 2^10
-    assert default_n_centroids(1_000_000, 10**6) == 8192  # 16000 -> 2^13
+    assert default_n_centroids(10_000, 10_000) == 2048  # 32 * 100 = 3200 -> 2^11
+    assert default_n_centroids(1_000_000, 10**6) == 16384  # 32000 -> 2^14
     assert default_n_centroids(10**12, 10**9) == 2**18
     assert default_n_centroids(10_000, 300) == 300
 
@@ -89,13 +89,52 @@ def test_lloyd_max_buckets_and_per_token_scale_lower_the_error():
     assert error(plain) < 0.95 * error(quantile), (error(plain), error(quantile))
 
 
+def test_product_quantizer_beats_buckets_and_round_trips(tmp_path):
+    """Same bytes a token: 256 codewords per 4 dimensions (2-bit) decode closer than the grid of 4 x 4 levels
+    when the dimensions are correlated, as real residuals are; the codec file reads back the same codec."""
+    from mbert_retrieval.index.storage import load_arrays, read_metadata, save_arrays
+
+    rng = np.random.default_rng(6)
+    centres = rng.standard_normal((16, DIM)).astype(np.float32)
+    mix = rng.standard_normal((DIM, DIM)).astype(np.float32) / np.sqrt(DIM)  # correlated residual dimensions
+    x = centres[rng.integers(0, 16, 12000)] + 0.3 * rng.standard_normal((12000, DIM)).astype(np.float32) @ mix
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    train, test = x[:10000], x[10000:]
+
+    def error(codec):
+        codes, rows = codec.compress(test)
+        assert rows.shape == (len(test), codec.row_bytes)
+        return float(np.mean(1 - np.sum(codec.decompress(codes, rows) * test, axis=1)))
+
+    product = ResidualCodec.train(train, 16, 2, niter=10)
+    scalar = ResidualCodec.train(train, 16, 2, niter=10, quantizer="scalar")
+    assert product.quantizer == "product" and scalar.quantizer == "scalar" and product.row_bytes == scalar.row_bytes
+    assert error(product) < 0.9 * error(scalar), (error(product), error(scalar))
+    assert ResidualCodec.train(train[:9000], 16, 2).quantizer == "scalar"  # too few tokens to fit 256 codewords
+    save_arrays(tmp_path / "codec.safetensors", product.arrays(), metadata=product.metadata())
+    again = ResidualCodec.from_arrays(lambda names: load_arrays(tmp_path / "codec.safetensors", names),
+                                      read_metadata(tmp_path / "codec.safetensors"), 2)  # fmt: skip
+    assert again.quantizer == "product"
+    np.testing.assert_array_equal(again.compress(test)[1], product.compress(test)[1])
+
+
+def test_65536_centroids_keep_uint16_codes(corpus):
+    docs, *_ = corpus
+    index = PlaidIndex(DIM)
+    for n_centroids, dtype in [(65536, np.uint16), (65537, np.int32)]:
+        codec = ResidualCodec(np.zeros((n_centroids, DIM), np.float32), np.zeros((DIM, 3), np.float32), np.zeros((DIM, 4), np.float32), 2)
+        index._codes = np.zeros(0, np.uint16)
+        index._set_codec(codec)
+        assert index._codes.dtype == dtype
+
+
 def test_codec_written_before_the_scale_opens_unscaled(tmp_path, corpus):
     """A template file without the `residual_scale` flag (written by the previous release) is read as an
     unscaled codec, and the segments it goes with (rows of packed buckets only) search as before."""
     from mbert_retrieval.index.storage import load_arrays, save_arrays
 
     docs, queries, _, _ = corpus
-    old = _build(tmp_path / "a", docs, nbits=2, nprobe=8, residual_scale=False)
+    old = _build(tmp_path / "a", docs, nbits=2, nprobe=8, residual_scale=False, residual_quantizer="scalar")
     scores, ids = old.search(queries, 5)
     template, segment = tmp_path / "codec.safetensors", tmp_path / "seg.safetensors"
     old.save_template(template)
