@@ -21,6 +21,7 @@ import numpy as np
 __all__ = ["ResidualCodec"]
 
 _BLOCK = 65536
+_SCORE_BLOCK = 1 << 25  # token x centroid scores computed at once by `assign` (64 MB in bf16, 128 MB in float32)
 # Lloyd-Max iterations of the residual buckets (from quantile cutoffs); eval/bench_codec.py measures the gain
 _LLOYD_ITERS = 10
 # the numpy dtypes whose item size equals 2, 4, 8 bytes: one gather moves a whole packed byte's residual values
@@ -181,10 +182,16 @@ class ResidualCodec:
         centroids = torch.from_numpy(self.centroids).to(dtype)  # not from torch_tables: assign runs while training
         out = np.empty(len(vectors), dtype=np.int64)
         with torch.no_grad():
-            for s in range(0, len(vectors), _BLOCK):
-                block = as_tensor(np.asarray(vectors[s : s + _BLOCK], dtype=np.float32), cpu, dtype)
-                out[s : s + _BLOCK] = (block @ centroids.T).argmax(dim=1).numpy()
+            step = self.assign_block_rows()
+            for s in range(0, len(vectors), step):
+                block = as_tensor(np.asarray(vectors[s : s + step], dtype=np.float32), cpu, dtype)
+                out[s : s + step] = (block @ centroids.T).argmax(dim=1).numpy()
         return out
+
+    def assign_block_rows(self) -> int:
+        """Tokens `assign` scores at once: their scores against every centroid stay within `_SCORE_BLOCK` values
+        (65,536 tokens x 16,384 centroids would be 2 GB in bf16: the peak memory of a build)."""
+        return int(min(_BLOCK, max(256, _SCORE_BLOCK // max(1, len(self.centroids)))))
 
     def _bucketize(self, residuals: np.ndarray) -> np.ndarray:
         buckets = np.zeros(residuals.shape, dtype=np.uint8)

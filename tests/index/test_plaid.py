@@ -118,6 +118,23 @@ def test_product_quantizer_beats_buckets_and_round_trips(tmp_path):
     np.testing.assert_array_equal(again.compress(test)[1], product.compress(test)[1])
 
 
+def test_assign_scores_a_bounded_block_whatever_the_centroid_count(monkeypatch):
+    """Nearest-centroid assignment scored 65,536 tokens against every centroid at once: 2 GB at 16,384."""
+    from mbert_retrieval.index import codec as codec_module
+
+    def codec_of(centroids):
+        return ResidualCodec(centroids, np.zeros((DIM, 3), np.float32), np.zeros((DIM, 4), np.float32), 2)
+
+    for n_centroids in (16, 2048, 16384, 1 << 18):
+        rows = codec_of(np.zeros((n_centroids, DIM), np.float32)).assign_block_rows()
+        assert rows * n_centroids <= max(codec_module._SCORE_BLOCK, 256 * n_centroids)
+    x = np.random.default_rng(7).standard_normal((1024, DIM)).astype(np.float32)
+    codec = codec_of(x / np.linalg.norm(x, axis=1, keepdims=True))
+    monkeypatch.setattr(codec_module, "_SCORE_BLOCK", 256 * 1024)  # 256 tokens a block: 4 blocks
+    assert codec.assign_block_rows() == 256
+    np.testing.assert_array_equal(codec.assign(x), np.arange(1024))  # each centroid is its own nearest
+
+
 def test_65536_centroids_keep_uint16_codes(corpus):
     docs, *_ = corpus
     index = PlaidIndex(DIM)
