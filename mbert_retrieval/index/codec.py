@@ -104,7 +104,7 @@ class ResidualCodec:
 
     @property
     def quantizer(self) -> str:
-        """"product" (codebooks) or "scalar" (per-dimension buckets)."""
+        """Which residual code: "product" (codebooks) or "scalar" (per-dimension buckets)."""
         return "scalar" if self.codebooks is None else "product"
 
     def arrays(self) -> dict[str, np.ndarray]:

@@ -1,8 +1,9 @@
 """`PlaidIndex`: a compressed PLAID-style token index for ColBERT (late interaction) search.
 
 Each token is stored as the id of its nearest centroid (k-means over token vectors) plus its residual
-compressed to `nbits` (2 or 4) per dimension: per-dimension buckets fitted by Lloyd-Max (each decodes to the
-mean of what falls in it), over the residual's direction, with a float16 scale per token (`residual_scale`).
+compressed to `nbits` (2 or 4) per dimension: one byte per `8 // nbits` dimensions, naming one of 256 codewords
+of those dimensions (a product quantizer; `residual_quantizer="scalar"`: per-dimension Lloyd-Max buckets), over
+the residual's direction, with a float16 scale per token (`residual_scale`).
 An inverted list maps centroid -> documents.
 
 Search (torch, batched over queries, on the CPU or a CUDA device: `plaid_search`): top-`nprobe`
