@@ -93,7 +93,7 @@ class ResidualCodec:
         sub-vector of `8 // nbits` dimensions, over the residuals (or, scaled, their directions)."""
         import faiss
 
-        residuals = self._directions(sample - self.centroids[self.assign(sample)])
+        residuals = self._sample_residuals(sample)
         pq = faiss.ProductQuantizer(self.dim, self.n_bytes, 8)
         pq.cp.niter, pq.cp.seed, pq.cp.min_points_per_centroid = niter, seed, 1  # few tokens: train quietly
         pq.train(np.ascontiguousarray(residuals, dtype=np.float32))
@@ -101,6 +101,10 @@ class ResidualCodec:
         codebooks = faiss.vector_to_array(pq.centroids).reshape(self.n_bytes, _CODEWORDS, 8 // self.nbits)
         self.codebooks = codebooks.astype(np.float16).astype(np.float32)
         self._table, self._torch_tables, self._pq = None, {}, None
+
+    def _sample_residuals(self, sample: np.ndarray) -> np.ndarray:
+        """What the residual code is fitted to: each sample token minus its centroid (scaled: its direction)."""
+        return self._directions(sample - self.centroids[self.assign(sample)])
 
     @property
     def quantizer(self) -> str:
@@ -132,7 +136,7 @@ class ResidualCodec:
         """Fit the residual buckets to `sample` with the current centroids: quantile cutoffs to start, then
         `lloyd_iters` Lloyd-Max steps (each weight the mean of its bucket, each cutoff halfway between two
         weights; 1 step: quantile cutoffs with mean weights, the codec before Lloyd-Max)."""
-        residuals = self._directions(sample - self.centroids[self.assign(sample)])
+        residuals = self._sample_residuals(sample)
         n_buckets = 2**self.nbits
         self.cutoffs = np.quantile(residuals, np.arange(1, n_buckets) / n_buckets, axis=0).T.astype(np.float32)
         self.weights = np.quantile(residuals, (np.arange(n_buckets) + 0.5) / n_buckets, axis=0).T.astype(np.float32)
