@@ -91,6 +91,8 @@ class Row:
     overlap_at_10: float | None = None
     qps_x: float | None = None
     error: str | None = None
+    builds: int = 1  # index builds (k-means seeds) the quality columns are averaged over; timings: the first
+    ndcg_delta_builds: list[float] | None = None  # each build's difference from exact, when more than one
 
 
 # ------------------------------------------------------------------------------------------ measuring
@@ -125,16 +127,24 @@ def paired_delta(ours: dict[str, float], reference: dict[str, float], seed: int 
     return float(diff.mean()), (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
 
 
-def quality(row: Row, run: dict, exact: dict, qrels: dict) -> None:
+def quality(row: Row, runs: dict | list[dict], exact: dict, qrels: dict) -> None:
+    """nDCG@10, its paired difference from exact and overlap@10 of a run, or averaged over the runs of several
+    builds (each query's nDCG@10 averaged over them, then the bootstrap over queries: the build-to-build
+    swing of a k-means seed is a few tenths of a point on 300 queries, so one build is a noisy estimate)."""
     from mbert_retrieval.eval.metrics import ranked
 
     def top10(docs: dict) -> set:
         return {d for d, _ in ranked(docs)[:10]}
 
-    mine = per_query_ndcg(qrels, run)
+    runs = [runs] if isinstance(runs, dict) else runs
+    reference = per_query_ndcg(qrels, exact)
+    each = [per_query_ndcg(qrels, run) for run in runs]
+    mine = {q: float(np.mean([m[q] for m in each])) for q in each[0]}
     row.ndcg_at_10 = float(np.mean(list(mine.values())))
-    row.ndcg_delta, row.ndcg_delta_ci = paired_delta(mine, per_query_ndcg(qrels, exact))
-    row.overlap_at_10 = float(np.mean([len(top10(run.get(q, {})) & top10(e)) / max(1, min(10, len(e))) for q, e in exact.items()]))
+    row.ndcg_delta, row.ndcg_delta_ci = paired_delta(mine, reference)
+    row.overlap_at_10 = float(np.mean([len(top10(run.get(q, {})) & top10(e)) / max(1, min(10, len(e))) for run in runs for q, e in exact.items()]))
+    row.builds = len(runs)
+    row.ndcg_delta_builds = [paired_delta(m, reference)[0] for m in each] if len(runs) > 1 else None
 
 
 def build_ours(path: Path, dim: int, doc_ids: list, D: list, index_type: str, settings: dict) -> float:
@@ -149,6 +159,20 @@ def build_ours(path: Path, dim: int, doc_ids: list, D: list, index_type: str, se
     seconds = time.perf_counter() - t
     index.close()
     return seconds
+
+
+def _doc_run(index: Any, qids: list, scores: np.ndarray, iids: np.ndarray) -> dict:
+    """{query id: {doc id: score}} of a search's (scores, internal ids)."""
+    rows = index.docstore.get_by_iids(np.unique(iids[iids >= 0]).tolist())
+    return {q: {rows[int(i)].doc_id: float(s) for s, i in zip(srow, irow) if i >= 0} for q, srow, irow in zip(qids, scores, iids)}
+
+
+def search_ours(path: Path, Q: list, qids: list, k: int, overrides: dict) -> dict:
+    """One untimed batched search of the index at `path` (the quality of a further build)."""
+    from mbert_retrieval.index import Index
+
+    with Index.open(path, verify=False) as index:
+        return _doc_run(index, qids, *index.structure.search(Q, k, **overrides))
 
 
 def bench_ours(row: Row, path: Path, D: list, Q: list, qids: list, k: int, index_type: str, settings: dict, n_latency: int,
@@ -172,8 +196,7 @@ def bench_ours(row: Row, path: Path, D: list, Q: list, qids: list, k: int, index
         structure = index.structure  # timed without the document store (the others hold no texts either)
         (scores, iids), row.qps, row.p50_ms, row.p99_ms = timed(
             lambda qs: structure.search(qs, k, **overrides), lambda q: structure.search([q], k, **overrides), Q, n_latency, min_time)
-        rows = index.docstore.get_by_iids(np.unique(iids[iids >= 0]).tolist())
-    return {q: {rows[int(i)].doc_id: float(s) for s, i in zip(srow, irow) if i >= 0} for q, srow, irow in zip(qids, scores, iids)}
+        return _doc_run(index, qids, scores, iids)
 
 
 def bench_pylate(row: Row, path: Path, doc_ids: list, D: list, Q: list, qids: list, k: int, log: Path, n_latency: int,
@@ -270,7 +293,7 @@ def run_dataset(data: tuple, args: Namespace) -> dict:
     rows: list[Row] = []
     n_latency = min(args.latency_queries, len(Q))
 
-    def attempt(row: Row, fn: Callable[[Row], dict]) -> None:
+    def attempt(row: Row, fn: Callable[[Row], dict | list[dict]]) -> None:
         print(f"[{name}] {row.system} ...", file=sys.stderr, flush=True)
         try:
             quality(row, fn(row), ex, qrels)
@@ -278,7 +301,7 @@ def run_dataset(data: tuple, args: Namespace) -> dict:
             row.error = f"{type(err).__name__}: {err}".replace("\n", " ")[:300]
         rows.append(row)
 
-    builds: dict[str, tuple[Path, float]] = {}  # build settings -> (index folder, build seconds)
+    builds: dict[tuple[str, int], tuple[Path, float]] = {}  # (build settings, seed) -> (index folder, build seconds)
     for system in args.ours:
         index_type, settings = OURS[system]
         settings = {**settings, **args.ours_params} if index_type == "plaid" else settings
@@ -291,12 +314,19 @@ def run_dataset(data: tuple, args: Namespace) -> dict:
         key = json.dumps([index_type, build], sort_keys=True)
 
         def run_ours(row: Row, index_type: str = index_type, settings: dict = settings, build: dict = build, key: str = key,
-                     n_lat: int = n_lat) -> dict:  # fmt: skip
-            if key not in builds:
-                path = workdir / "indexes" / name / f"ours-{len(builds)}"
-                builds[key] = (path, build_ours(path, out["dim"], doc_ids, D, index_type, build))
-            path, row.build_s = builds[key]
-            return bench_ours(row, path, D, Q, qids, args.k, index_type, settings, n_lat, args.min_time)
+                     n_lat: int = n_lat) -> list[dict]:  # fmt: skip
+            def built(seed: int) -> tuple[Path, float]:
+                if (key, seed) not in builds:
+                    path = workdir / "indexes" / name / f"ours-{len(builds)}"
+                    builds[key, seed] = (path, build_ours(path, out["dim"], doc_ids, D, index_type, {**build, **({"seed": seed} if seed else {})}))
+                return builds[key, seed]
+
+            path, row.build_s = built(0)
+            runs = [bench_ours(row, path, D, Q, qids, args.k, index_type, settings, n_lat, args.min_time)]
+            overrides = {} if index_type != "plaid" or settings.get("keep_full_vectors") else {"rerank": False}
+            for seed in range(1, args.build_seeds if index_type == "plaid" else 1):  # further k-means seeds: quality only
+                runs.append(search_ours(built(seed)[0], Q, qids, args.k, overrides))
+            return runs
 
         attempt(Row(name, system), run_ours)
     if not args.keep_indexes:
@@ -362,8 +392,11 @@ def format_table(ds: dict) -> str:
         if r["error"]:
             lines.append([r["system"], *["-"] * 9, r["error"] if r["system"] == "pylate-plaid2-fast" else f"failed: {r['error']}"])
             continue
+        params = r["params"]
+        if r.get("ndcg_delta_builds"):
+            params += f"; quality: mean of {r['builds']} builds (k-means seeds), each vs exact " + " / ".join(f"{d:+.2f}" for d in r["ndcg_delta_builds"])
         lines.append([r["system"], _f(r["build_s"], ".2f"), _f(r["bytes_per_token"], ".1f"), _f(r["qps"], ".1f"), _f(r["p50_ms"], ".1f"),
-                      _f(r["p99_ms"], ".1f"), _f(r["ndcg_at_10"], ".4f"), _delta(r), _f(r["overlap_at_10"], ".3f"), _f(r["qps_x"], ".2f"), r["params"]])
+                      _f(r["p99_ms"], ".1f"), _f(r["ndcg_at_10"], ".4f"), _delta(r), _f(r["overlap_at_10"], ".3f"), _f(r["qps_x"], ".2f"), params])
     widths = [max(len(c), *(len(x[i]) for x in lines)) if lines else len(c) for i, c in enumerate(cols)]
     fmt = lambda xs: " | ".join(x.ljust(w) if i in (0, len(cols) - 1) else x.rjust(w) for i, (x, w) in enumerate(zip(xs, widths)))  # noqa: E731
     return "\n".join([head, fmt(cols), "-+-".join("-" * w for w in widths), *map(fmt, lines)])
@@ -381,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--document-length", type=int, default=180)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--k", type=int, default=10)
+    p.add_argument("--build-seeds", type=int, default=1, metavar="N",
+                   help="build our PLAID indexes with N k-means seeds (0..N-1) and average the quality columns over them; timings: seed 0")
     p.add_argument("--ours", nargs="*", default=DEFAULT_OURS, choices=list(OURS), help="our rows (none: only the references)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="PLAID setting for all our rows, e.g. ndocs=128")
     p.add_argument("--no-pylate", action="store_true")
@@ -414,6 +449,8 @@ def main(argv: list[str] | None = None) -> dict:
             args.ours_params[key] = json.loads(value)
         except json.JSONDecodeError:
             args.ours_params[key] = value
+    if args.build_seeds < 1:
+        raise SystemExit(f"--build-seeds must be at least 1, got {args.build_seeds}")
     if args.smoke:
         args.no_pylate, args.fastplaid_python = True, None
     if args.threads:

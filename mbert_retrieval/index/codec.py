@@ -81,7 +81,9 @@ class ResidualCodec:
             km.train(sample, init_centroids=None if it == 0 else km.centroids)
             if progress is not None:
                 progress(1)
-        codec = cls(_normalize(km.centroids.astype(np.float32)), np.zeros((dim, 0), np.float32), np.zeros((dim, 0), np.float32), nbits, scaled)
+        # stored as float16 (half the table, ~5 bytes a token at the default count): residuals are taken from what is stored
+        centroids = _normalize(km.centroids.astype(np.float32)).astype(np.float16).astype(np.float32)
+        codec = cls(centroids, np.zeros((dim, 0), np.float32), np.zeros((dim, 0), np.float32), nbits, scaled)
         if quantizer == "product" and len(sample) >= _MIN_PQ_SAMPLE:
             codec.fit_codebooks(sample, seed=seed)
         else:
@@ -114,7 +116,9 @@ class ResidualCodec:
     def arrays(self) -> dict[str, np.ndarray]:
         """What a codec file stores (`from_arrays` reads it back)."""
         code = {"cutoffs": self.cutoffs, "weights": self.weights} if self.codebooks is None else {"codebooks": self.codebooks.astype(np.float16)}
-        return {"centroids": self.centroids, **code}
+        half = self.centroids.astype(np.float16)  # float16 when lossless (trained here); codecs written before: float32
+        centroids = half if np.array_equal(half.astype(np.float32), self.centroids) else self.centroids
+        return {"centroids": centroids, **code}
 
     def metadata(self) -> dict[str, str]:
         return {"nbits": str(self.nbits), "residual_scale": "1" if self.scaled else "0", "residual_quantizer": self.quantizer}
@@ -128,9 +132,9 @@ class ResidualCodec:
             a = read(["centroids", "codebooks"])
             dim = a["centroids"].shape[1]
             empty = np.zeros((dim, 0), np.float32)
-            return cls(np.array(a["centroids"]), empty, empty, nbits, scaled, np.array(a["codebooks"], dtype=np.float32))
+            return cls(np.array(a["centroids"], dtype=np.float32), empty, empty, nbits, scaled, np.array(a["codebooks"], dtype=np.float32))
         a = read(["centroids", "cutoffs", "weights"])
-        return cls(np.array(a["centroids"]), np.array(a["cutoffs"]), np.array(a["weights"]), nbits, scaled)
+        return cls(np.array(a["centroids"], dtype=np.float32), np.array(a["cutoffs"]), np.array(a["weights"]), nbits, scaled)
 
     def fit_buckets(self, sample: np.ndarray, lloyd_iters: int = _LLOYD_ITERS) -> None:
         """Fit the residual buckets to `sample` with the current centroids: quantile cutoffs to start, then

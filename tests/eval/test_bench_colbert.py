@@ -88,3 +88,23 @@ def test_paired_delta_interval_covers_the_sampling_of_queries():
     assert delta == pytest.approx(2.0) and lo < 2.0 < hi and 0.5 < hi - lo < 3.0
     shifted = {q: 0.53 for q in reference}  # the same 3 points on every query: no spread at all
     assert bench_colbert.paired_delta(shifted, reference)[1] == pytest.approx((3.0, 3.0))
+
+
+def test_build_seeds_average_the_quality_of_several_builds(tmp_path, capsys):
+    """--build-seeds N builds our PLAID index with k-means seeds 0..N-1: quality averaged over the builds (each
+    build's delta listed), timings from the first; a rerank row shares each seed's build; the exact row builds once."""
+    args = ["--smoke", "--workdir", str(tmp_path / "work"), "--latency-queries", "3", "--min-time", "0",
+            "--ours", "ours-plaid2", "ours-plaid2-rerank", "ours-exact", "--param", "n_centroids=8"]  # fmt: skip
+    one = {r["system"]: r for r in bench_colbert.main(args)["datasets"][0]["rows"]}
+    three = {r["system"]: r for r in bench_colbert.main([*args, "--build-seeds", "3"])["datasets"][0]["rows"]}
+    plain = three["ours-plaid2"]
+    assert plain["builds"] == 3 and len(plain["ndcg_delta_builds"]) == 3
+    assert len(set(plain["ndcg_delta_builds"])) > 1  # the seeds reach the k-means: different builds
+    assert plain["ndcg_delta"] == pytest.approx(sum(plain["ndcg_delta_builds"]) / 3)
+    assert plain["ndcg_delta_builds"][0] == pytest.approx(one["ours-plaid2"]["ndcg_delta"])  # seed 0: the single build
+    assert three["ours-plaid2-rerank"]["builds"] == 3 and three["ours-exact"]["builds"] == 1
+    assert three["ours-exact"]["ndcg_delta_builds"] is None and one["ours-plaid2"]["ndcg_delta_builds"] is None
+    assert "mean of 3 builds" in capsys.readouterr().out
+    assert not list((tmp_path / "work" / "indexes" / "smoke").glob("ours-*"))  # every build removed after use
+    with pytest.raises(SystemExit, match="at least 1"):
+        bench_colbert.main([*args, "--build-seeds", "0"])

@@ -118,6 +118,28 @@ def test_product_quantizer_beats_buckets_and_round_trips(tmp_path):
     np.testing.assert_array_equal(again.compress(test)[1], product.compress(test)[1])
 
 
+def test_trained_centroids_are_stored_as_float16_and_older_float32_ones_stay_exact(tmp_path, corpus):
+    """A trained codec keeps float16-exact centroids (residuals are taken from them) and its file stores them as
+    float16; a codec whose centroids are not float16-exact (an index written before) keeps float32 in the file."""
+    from mbert_retrieval.index.storage import load_arrays, read_metadata, save_arrays
+
+    docs, *_ = corpus
+    tokens = np.concatenate(docs)
+    trained = ResidualCodec.train(tokens, 32, 2, niter=2)
+
+    def round_trip(codec, name):
+        save_arrays(tmp_path / name, codec.arrays(), metadata=codec.metadata())
+        assert load_arrays(tmp_path / name, ["centroids"])["centroids"].dtype == (np.float16 if name == "new" else np.float32)
+        return ResidualCodec.from_arrays(lambda names: load_arrays(tmp_path / name, names), read_metadata(tmp_path / name), 2)
+
+    again = round_trip(trained, "new")
+    assert again.centroids.dtype == np.float32
+    np.testing.assert_array_equal(again.centroids, trained.centroids)
+    np.testing.assert_array_equal(again.compress(tokens)[1], trained.compress(tokens)[1])
+    older = ResidualCodec(trained.centroids + np.float32(1e-6), trained.cutoffs, trained.weights, 2, trained.scaled, trained.codebooks)
+    np.testing.assert_array_equal(round_trip(older, "old").centroids, older.centroids)
+
+
 def test_assign_scores_a_bounded_block_whatever_the_centroid_count(monkeypatch):
     """Nearest-centroid assignment scored 65,536 tokens against every centroid at once: 2 GB at 16,384."""
     from mbert_retrieval.index import codec as codec_module
