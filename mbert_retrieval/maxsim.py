@@ -16,6 +16,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .ragged import offsets_of, token_rows
+
 __all__ = ["maxsim", "maxsim_pairwise", "pad_token_vectors", "maxsim_rank", "maxsim_rerank", "maxsim_packed", "segment_max", "segment_ids"]
 
 
@@ -169,7 +171,7 @@ def maxsim_rerank(
     tensors = [d if isinstance(d, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(d, dtype=np.float32)) for d in documents]
     dim = tensors[0].shape[-1]
     lengths = np.array([t.shape[0] for t in tensors], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    offsets = offsets_of(lengths)
     packed = torch.cat([t.to(device=device, dtype=torch.float32).reshape(-1, dim) for t in tensors])
     out = []
     with torch.no_grad():
@@ -179,9 +181,7 @@ def maxsim_rerank(
                 out.append((np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)))
                 continue
             q = query if isinstance(query, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(query))
-            lens = lengths[cand]
-            firsts = np.cumsum(lens) - lens  # where each candidate starts in the gathered rows
-            rows = np.repeat(offsets[cand] - firsts, lens) + np.arange(int(lens.sum()))
+            rows, lens = token_rows(offsets, cand)
             docs = packed.index_select(0, torch.from_numpy(rows).to(device))
             q = q.to(device=device, dtype=torch.float32)
             scores = maxsim_packed(q, torch.tensor([len(q)], device=device), docs, torch.from_numpy(lens).to(device), dtype=dtype)[0]

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from ..ragged import offsets_of
 from .shards import ShardStore
 
 Row = tuple[str, str, str | None, dict | None]  # (id, text, title, metadata): what `DocumentEncoder` encodes
@@ -341,7 +342,7 @@ def _decode(batch: dict, j: int, kind: str, dim: int | None) -> tuple[Any, list[
     if kind == "dense":
         mats: list[np.ndarray] = list(mat)
     else:
-        bounds = np.concatenate([[0], np.cumsum(lens)])
+        bounds = offsets_of(lens)
         mats = [mat[bounds[i]: bounds[i + 1]] for i in range(n_rows)]
     if n_rows == 1:
         return mats[0], None

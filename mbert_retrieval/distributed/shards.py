@@ -35,6 +35,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ..ragged import offsets_of
 from ..index.errors import IndexCorruptError, IndexMismatchError
 from ..index.storage import (TMP_PREFIX, FileRecord, atomic_write_text, load_arrays, remove_quietly, save_arrays,
                              verify_file)
@@ -140,11 +141,11 @@ class ShardData:
         """Token offsets (n_rows + 1,) for colbert shards."""
         if self.lengths is None:
             return None
-        return np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
+        return offsets_of(self.lengths)
 
     def _row_bounds(self) -> np.ndarray:
         rows = np.ones(len(self.ids), np.int64) if self.doc_rows is None else np.asarray(self.doc_rows, np.int64)
-        return np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+        return offsets_of(rows)
 
     def iter_documents(self) -> Iterator[tuple[np.ndarray | list[np.ndarray], list[tuple[int, int]] | None]]:
         """(vectors, windows) per document, lazily: dense, a (dim,) row, or an (k, dim) array for a document
@@ -172,9 +173,7 @@ class ShardData:
 
 def _encode_ids(ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     raw = [str(i).encode("utf-8") for i in ids]
-    offsets = np.zeros(len(raw) + 1, dtype=np.int64)
-    np.cumsum([len(r) for r in raw], out=offsets[1:])
-    return np.frombuffer(b"".join(raw), dtype=np.uint8).copy(), offsets
+    return np.frombuffer(b"".join(raw), dtype=np.uint8).copy(), offsets_of([len(r) for r in raw])
 
 
 def _decode_ids(data: np.ndarray, offsets: np.ndarray) -> list[str]:

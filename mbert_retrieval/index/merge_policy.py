@@ -7,6 +7,11 @@ tier t those of up to floor_rows * segments_per_tier^t rows. When a tier holds `
 segments, its smallest ones are merged into one (which lands in the next tier), and so on until no tier
 is full. A segment with more than `max_deleted_share` of its rows deleted is rewritten alone (expunged).
 With N live rows that leaves at most (segments_per_tier - 1) x (1 + log_spt(N / floor_rows)) segments.
+
+`max_segment_rows` (Lucene's maxMergedSegmentMB, in rows) caps what a merge writes: a full tier merges its
+smallest segments only while their rows add up to at most the cap, and a segment no other fits with stays as
+it is. One commit's cost then stays bounded however large the index grows, at the price of about N / cap
+segments beyond the cap (each searched in turn).
 """
 
 from __future__ import annotations
@@ -20,17 +25,20 @@ __all__ = ["TieredMergePolicy"]
 
 @dataclass(frozen=True)
 class TieredMergePolicy:
-    """Merge settings (index settings `segments_per_tier`, `merge_floor_rows`)."""
+    """Merge settings (index settings `segments_per_tier`, `merge_floor_rows`, `max_segment_rows`)."""
 
     segments_per_tier: int = 8
     floor_rows: int = 2048
     max_deleted_share: float = 0.5
+    max_rows: int | None = None  # merges write segments of at most this many live rows (None: no cap)
 
     def __post_init__(self) -> None:
         if self.segments_per_tier < 2:
             raise ValueError(f"segments_per_tier must be at least 2, got {self.segments_per_tier}")
         if self.floor_rows < 1:
             raise ValueError(f"merge_floor_rows must be at least 1, got {self.floor_rows}")
+        if self.max_rows is not None and (isinstance(self.max_rows, bool) or not isinstance(self.max_rows, int) or self.max_rows < 1):
+            raise ValueError(f"max_segment_rows must be a positive integer or None, got {self.max_rows!r}")
 
     def tier(self, live: int) -> int:
         if live <= self.floor_rows:
@@ -55,6 +63,12 @@ class TieredMergePolicy:
             if not full:
                 break
             group = sorted(tiers[full[0]], key=lambda i: (pool[i], i))[: self.segments_per_tier]
+            if self.max_rows is not None:
+                fits = [i for n, i in enumerate(group) if sum(pool[j] for j in group[: n + 1]) <= self.max_rows]
+                if len(fits) < 2:  # the smallest of the tier fits with no other: the largest of it is final
+                    del pool[max(tiers[full[0]], key=lambda i: (pool[i], i))]
+                    continue
+                group = fits
             merged = [m for i in group for m in members.pop(i, [i])]
             pool[virtual] = sum(pool.pop(i) for i in group)
             members[virtual] = merged

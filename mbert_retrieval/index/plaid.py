@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..ragged import offsets_of, token_rows
 from .codec import ResidualCodec
 from .errors import IndexStateError
 from .storage import FileRecord, load_arrays, read_metadata, save_arrays
@@ -61,6 +62,7 @@ class PlaidConfig:
     dtype: str = "auto"  # search matmul inputs: auto (bf16 on CUDA / CPUs with native bf16) | float32 | bfloat16
     segments_per_tier: int = 8  # merge policy: see merge_policy.TieredMergePolicy
     merge_floor_rows: int = 2048  # segments up to this many documents are one tier
+    max_segment_rows: int | None = None  # merges write segments of at most this many documents (None: no cap)
 
     def __post_init__(self) -> None:
         from .late_interaction import DTYPES, check_device_name
@@ -85,14 +87,6 @@ def default_n_centroids(n_tokens: int, n_train: int, max_centroids: int = 2**18)
     MaxSim's top 10 where 8,192 found 0.798) and shorter inverted lists to probe."""
     c = 2 ** int(math.floor(math.log2(max(32 * math.sqrt(max(n_tokens, 1)), 1))))
     return int(max(1, min(c, max_centroids, n_train)))
-
-
-def _token_index(offsets: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(token positions of `docs` concatenated, their lengths)."""
-    lengths = offsets[docs + 1] - offsets[docs]
-    starts = np.zeros(len(docs), dtype=np.int64)
-    np.cumsum(lengths[:-1], out=starts[1:])
-    return np.repeat(offsets[docs] - starts, lengths) + np.arange(int(lengths.sum())), lengths
 
 
 class PlaidIndex:
@@ -167,7 +161,7 @@ class PlaidIndex:
         assert self.codec is not None  # lists exist only once trained
         n_c = len(self.codec.centroids)
         self._ivf_docs = docs[order].astype(np.int32 if len(self._doc_iids) < 2**31 else np.int64)
-        self._ivf_offsets = np.concatenate([[0], np.cumsum(np.bincount(cells, minlength=n_c))]).astype(np.int64)
+        self._ivf_offsets = offsets_of(np.bincount(cells, minlength=n_c))
 
     def _ivf_cells(self) -> np.ndarray:
         return np.repeat(np.arange(len(self._ivf_offsets) - 1), np.diff(self._ivf_offsets))
@@ -230,11 +224,11 @@ class PlaidIndex:
         if self._alive.all() or self.codec is None:
             return
         keep = np.flatnonzero(self._alive)
-        tok, lengths = _token_index(self._doc_offsets, keep)
+        tok, lengths = token_rows(self._doc_offsets, keep)
         self._codes, self._residuals = self._codes[tok], self._residuals[tok]
         self._inv_norms = None if self._inv_norms is None else self._inv_norms[tok]
         self._doc_iids, self._alive = self._doc_iids[keep], np.ones(len(keep), bool)
-        self._doc_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        self._doc_offsets = offsets_of(lengths)
         self._set_ivf(*self._pairs(self._codes, lengths, 0, max(len(keep), 1)))
         self._order, self._tensors = None, None
 
@@ -300,7 +294,7 @@ class PlaidIndex:
         return self._tensors
 
     # ----------------------------------------------------------------- segments (`segments.SegmentSet`)
-    segment_suffix = ".safetensors"
+    segment_suffix = template_suffix = ".safetensors"
     persists_rows = True
 
     def empty_like(self) -> PlaidIndex:
@@ -324,7 +318,7 @@ class PlaidIndex:
             keep = np.flatnonzero(part._alive)
             if not len(keep):
                 continue
-            tok, lengths = _token_index(part._doc_offsets, keep)
+            tok, lengths = token_rows(part._doc_offsets, keep)
             if part.codec is self.codec:
                 codes, packed = np.asarray(part._codes[tok], self._codes.dtype), np.asarray(part._residuals[tok])
             else:

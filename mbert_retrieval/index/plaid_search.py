@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..maxsim import segment_max
+from ..ragged import offsets_of
 from .codec import ResidualCodec
 from .late_interaction import as_tensor, padded_positions, token_positions
 
@@ -86,7 +87,7 @@ class PlaidTensors:
         cells = np.repeat(np.arange(len(ivf_offsets) - 1, dtype=np.int32), np.diff(ivf_offsets))
         by_doc = np.argsort(ivf_docs, kind="stable")
         counts = np.bincount(ivf_docs, minlength=len(doc_offsets) - 1)
-        cell_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        cell_offsets = offsets_of(counts)
         return cls(codec, device, dtype, host, as_tensor(codes, host, small), as_tensor(residuals, host), as_tensor(inv_norms, host),
                    as_tensor(doc_offsets, device, long), as_tensor(ivf_offsets, device, long), as_tensor(ivf_docs, device, small),
                    as_tensor(cells[by_doc], device, small), as_tensor(cell_offsets, device, long))  # fmt: skip
@@ -209,7 +210,7 @@ def search_batch(t: PlaidTensors, queries: Sequence[np.ndarray], mask: np.ndarra
             tokens = as_tensor(np.concatenate(group).astype(np.float32, copy=False), t.device)
             scores = t.centroid_scores(tokens)
             cells = None if direct is not None else torch.topk(scores, min(opt.nprobe, scores.shape[1]), dim=1).indices
-            bounds = np.concatenate([[0], np.cumsum([len(q) for q in group])]).tolist()
+            bounds = offsets_of([len(q) for q in group]).tolist()
             for a, b in zip(bounds[:-1], bounds[1:]):
                 s, d = search_one(t, tokens[a:b], scores[a:b], mask_t, direct_t, opt, None if cells is None else cells[a:b])
                 out.append((s.float().cpu().numpy(), d.cpu().numpy()))

@@ -251,7 +251,7 @@ class SegmentSet:
     def write_template(self, directory: str | Path, generation: int) -> None:
         """Write the trained shared state once (a new name after each training; listed by the next manifest)."""
         if self.template_name is None and self.template.is_trained:
-            name = template_file(generation, self.file_prefix, self.template.segment_suffix)
+            name = template_file(generation, self.file_prefix, self.template.template_suffix)
             if (record := self.template.save_template(Path(directory) / name)) is not None:
                 self.template_name, self.template_record = name, record
 

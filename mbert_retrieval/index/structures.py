@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..ragged import offsets_of
 from .dense import DenseConfig, DenseIndex
 from .vectors import VectorStore
 
@@ -155,11 +156,11 @@ def make_structure(kind: str, index_type: str, quantization: str | None, dim: in
         dense = DenseIndex(dim, config, store)
         if dense.from_chunks:
             return dense
-        return SegmentSet(dense, TieredMergePolicy(config.segments_per_tier, config.merge_floor_rows))
+        return SegmentSet(dense, TieredMergePolicy(config.segments_per_tier, config.merge_floor_rows, max_rows=config.max_segment_rows))
     if index_type == "plaid":
         from .plaid import PlaidIndex
 
-        return SegmentSet(PlaidIndex(dim, config, store), TieredMergePolicy(config.segments_per_tier, config.merge_floor_rows))
+        return SegmentSet(PlaidIndex(dim, config, store), TieredMergePolicy(config.segments_per_tier, config.merge_floor_rows, max_rows=config.max_segment_rows))
     from .exact import ExactTokenIndex  # imports torch
 
     assert store is not None, "exact search reads the chunk files"
@@ -176,7 +177,7 @@ def flatten_vectors(kind: str, dim: int, vectors: Any, n: int) -> tuple[np.ndarr
     mats = [np.asarray(v, dtype=np.float32).reshape(-1, dim) if np.size(v) else np.zeros((0, dim), np.float32) for v in vectors]
     if len(mats) != n:
         raise ValueError(f"expected {n} token matrices, got {len(mats)}")
-    offsets = np.concatenate([[0], np.cumsum([len(m) for m in mats])]).astype(np.int64)
+    offsets = offsets_of([len(m) for m in mats])
     return (np.concatenate(mats) if mats else np.zeros((0, dim), np.float32)), offsets
 
 

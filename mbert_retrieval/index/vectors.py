@@ -14,6 +14,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from ..ragged import offsets_of, token_rows
 from .docstore import ChunkInfo
 from .errors import IndexCorruptError
 from .storage import FileRecord, load_arrays, read_metadata, save_arrays, verify_file
@@ -38,11 +39,8 @@ def take_docs(vectors: np.ndarray, offsets: np.ndarray | None, rows: np.ndarray)
     rows = np.asarray(rows, dtype=np.int64)
     if offsets is None:
         return np.asarray(vectors[rows], dtype=np.float32), None
-    lengths = offsets[rows + 1] - offsets[rows]
-    new_offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=new_offsets[1:])
-    token_idx = np.repeat(offsets[rows] - new_offsets[:-1], lengths) + np.arange(new_offsets[-1])
-    return np.asarray(vectors[token_idx], dtype=np.float32), new_offsets
+    token_idx, lengths = token_rows(offsets, rows)
+    return np.asarray(vectors[token_idx], dtype=np.float32), offsets_of(lengths)
 
 
 class VectorStore:
@@ -189,7 +187,7 @@ class VectorStore:
             return np.zeros((0, self.dim), np.float32)
         rng = np.random.default_rng(seed)
         picks = np.sort(rng.choice(total, size=min(n, total), replace=False))
-        bounds = np.concatenate([[0], np.cumsum(sizes)])
+        bounds = offsets_of(sizes)
         out = []
         for i, c in enumerate(chunks):
             sel = picks[(picks >= bounds[i]) & (picks < bounds[i + 1])] - bounds[i]

@@ -234,6 +234,94 @@ def test_merge_policy_bounds_segments_and_rewrites():
         TieredMergePolicy(segments_per_tier=1)
 
 
+def test_max_segment_rows_caps_what_a_merge_writes():
+    """Lucene's maxMergedSegmentMB in rows: a full tier merges only its smallest segments that fit under the cap
+    together; a segment no other fits with (one commit of more rows than the cap included) is never merged."""
+    policy = TieredMergePolicy(segments_per_tier=4, floor_rows=10, max_rows=60)
+    segments: list[tuple[int, int, int]] = [(0, 200, 200)]  # one commit larger than the cap
+    next_id, written = 1, 0
+    for _ in range(200):  # 200 commits of 5 rows
+        segments.append((next_id, 5, 5))
+        next_id += 1
+        for group in policy.find_merges(segments):
+            rows = sum(s[2] for s in segments if s[0] in group)
+            assert rows <= 60 and 0 not in group
+            segments = [s for s in segments if s[0] not in group] + [(next_id, rows, rows)]
+            next_id += 1
+            written += rows
+    assert sum(s[2] for s in segments) == 1200 and (0, 200, 200) in segments
+    assert len(segments) <= 1000 // 60 + 2 + 3 * 4  # segments near the cap, plus tiers below it
+    uncapped = TieredMergePolicy(segments_per_tier=4, floor_rows=10)
+    assert uncapped.find_merges([(i, 50, 50) for i in range(4)]) == [[0, 1, 2, 3]]
+    assert policy.find_merges([(i, 50, 50) for i in range(4)]) == []  # no two fit under 60
+    assert policy.find_merges([(0, 12, 12), (1, 15, 15), (2, 20, 20), (3, 35, 35)]) == [[0, 1, 2]]  # 47 rows; 82 with the 4th
+    for bad in (0, -5, 2.5, "10", True):
+        with pytest.raises(ValueError, match="max_segment_rows"):
+            TieredMergePolicy(max_rows=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["hnsw", "plaid"])
+def test_max_segment_rows_setting_reaches_the_merges(tmp_path, name):
+    kind = KINDS[name][0]
+    index, rng, _ = _build(tmp_path / "ix", name, n=30, segments_per_tier=3, merge_floor_rows=4, max_segment_rows=12)
+    for j in range(20):
+        index.add(_docs(f"a{j}_", 3), vectors=_vectors(kind, 3, rng))
+    sizes = [len(s.structure) for s in index.structure.segments]
+    assert sizes[0] == 30 and max(sizes[1:]) <= 12 and sum(sizes) == 90  # the first commit is over the cap: never merged
+    assert len(sizes) < 20  # merges did run, under the cap
+    back = Index.open(tmp_path / "ix")
+    back.add(_docs("z", 3), vectors=_vectors(kind, 3, rng))
+    assert back.structure.policy.max_rows == 12 and max(len(s.structure) for s in back.structure.segments[1:]) <= 12
+
+
+def test_ivfpq_segments_hold_their_entries_not_a_copy_of_the_quantizer(tmp_path, monkeypatch):
+    """An IVF-PQ segment file is its inverted-list entries (list, PQ code, id); the coarse quantizer and the
+    codebooks are written once, in the template. Folders whose segments are whole FAISS indexes (written
+    before) open and search the same, and take new segments in the new form."""
+    from mbert_retrieval.index.dense import DenseIndex
+    from mbert_retrieval.index.errors import IndexCorruptError
+    from mbert_retrieval.index.storage import load_arrays, save_arrays
+
+    params = {"nlist": 64, "pq_m": 4, "pq_nbits": 8, "min_train_points": 100}
+    rng = np.random.default_rng(5)
+    base, extra = _unit(rng.standard_normal((3000, DIM))), _unit(rng.standard_normal((3, DIM)))
+    queries = _unit(base[:20] + 0.1 * rng.standard_normal((20, DIM)))
+
+    def build(path):
+        index = Index.create(path, "dense", "ivfpq", model_id="fake/random", dim=DIM, **params)
+        index.add(_docs("b", 3000), vectors=list(base))
+        index.finalize()
+        index.add(_docs("n", 3), vectors=list(extra))
+        return index
+
+    index = build(tmp_path / "ix")
+    expected = [[(h.doc_id, h.score) for h in row] for row in index.search(queries, k=5, nprobe=8)]
+    files = {p.name: p.stat().st_size for p in (tmp_path / "ix").iterdir() if p.name.startswith(("seg.", "codec."))}
+    (template,) = [n for n in files if n.startswith("codec.")]
+    segs = sorted(n for n in files if n.startswith("seg."))
+    assert template.endswith(".faiss") and len(segs) == 2 and all(n.endswith(".ivf.safetensors") for n in segs)
+    assert files[segs[1]] < 1024 < files[template]  # 3 entries of 4 + 8 + 4 bytes, a header; the quantizer: 64 x 16 floats
+    assert set(load_arrays(tmp_path / "ix" / segs[1])) == {"ids", "lists", "codes"}
+    back = Index.open(tmp_path / "ix")
+    assert [[(h.doc_id, h.score) for h in row] for row in back.search(queries, k=5, nprobe=8)] == expected
+
+    with monkeypatch.context() as m:  # the previous release: every segment a whole FAISS index
+        m.setattr(DenseIndex, "segment_suffix", ".faiss")
+        build(tmp_path / "old").close()
+    assert all(p.name.endswith(".faiss") for p in (tmp_path / "old").glob("seg.*"))
+    old = Index.open(tmp_path / "old")
+    assert [[(h.doc_id, h.score) for h in row] for row in old.search(queries, k=5, nprobe=8)] == expected
+    old.add(_docs("m", 2), vectors=list(_unit(rng.standard_normal((2, DIM)))))
+    assert len(list((tmp_path / "old").glob("seg.*.ivf.safetensors"))) == 1
+    assert len(Index.open(tmp_path / "old")) == 3005
+
+    seg = tmp_path / "ix" / segs[1]
+    a = load_arrays(seg)
+    save_arrays(tmp_path / "bad.ivf.safetensors", {**a, "lists": a["lists"] + 64})  # a list the quantizer has not
+    with pytest.raises(IndexCorruptError, match="bad.ivf.safetensors"):
+        back.structure.template.empty_like().load_segment(tmp_path / "bad.ivf.safetensors")
+
+
 def _reconstruction(index: Index, ids: list[str], vectors: list[np.ndarray]) -> float:
     """Mean cosine between the stored (decompressed) tokens of PLAID documents and their original tokens."""
     seg = index.structure.segments[0].structure
