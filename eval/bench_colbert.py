@@ -7,7 +7,8 @@
     # re-run only builds and searches)
     python -m mbert_retrieval.eval.train_proof --dataset ../shared/data/scifact --kind colbert
     python -m mbert_retrieval.eval.bench_colbert --colbert-model runs/train_proof-colbert/train/final \
-        --workdir /work/cache/bench_colbert --threads 2 --fastplaid-python /work/venvs/fastplaid/bin/python --json runs/bench_colbert.json
+        --workdir /work/cache/bench_colbert --threads 2 --fastplaid-python /work/venvs/fastplaid/bin/python --build-seeds 5 \
+        --json runs/bench_colbert.json
     python -m mbert_retrieval.eval.bench_colbert --smoke        # tiny synthetic data, ours + exact only (CI)
 
 Systems: ours-plaid2 (the default configuration), ours-plaid2-rerank ("exact-rerank PLAID": keep_full_vectors,
@@ -23,7 +24,9 @@ them: rerank, exact; PyLate and fast-plaid: their folder),
 QPS with all queries in one call (best of up to 3 passes after a warm-up), latency p50/p99 of single-query
 searches (ours-exact: the first 20), nDCG@10 (pytrec_eval) and its difference from exact MaxSim's in points
 with a 95 % paired bootstrap interval over the queries (how much of a gap the query sample alone explains),
-overlap@10 with exact MaxSim, and QPS x.
+overlap@10 with exact MaxSim, and QPS x. With --build-seeds N our PLAID rows are built N times (k-means seeds
+0..N-1) and their quality columns averaged over the builds (one build's delta swings by a few tenths of a point
+with the seed); their timings are seed 0's.
 
 Vectors: the documents and queries are encoded once with --colbert-model (default: `bench_index`'s
 all-MiniLM-L6-v2 with a seeded random 128-d projection, whose NFCorpus nDCG@10 is 0.11 even for exact search:
