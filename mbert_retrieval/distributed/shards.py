@@ -35,10 +35,10 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ..ragged import offsets_of
 from ..index.errors import IndexCorruptError, IndexMismatchError
 from ..index.storage import (TMP_PREFIX, FileRecord, atomic_write_text, load_arrays, remove_quietly, save_arrays,
                              verify_file)
+from ..ragged import offsets_of
 
 __all__ = ["SHARDS_MANIFEST", "ShardRecord", "ShardsManifest", "ShardData", "ShardStore", "ShardCorruptError",
            "shard_boundaries", "ids_fingerprint"]

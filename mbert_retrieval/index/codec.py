@@ -34,6 +34,11 @@ _PQ_ITERS = 20  # k-means iterations of each sub-vector's codewords
 _MIN_PQ_SAMPLE = 39 * _CODEWORDS
 
 
+def _half(x: np.ndarray) -> np.ndarray:
+    """`x` rounded to float16, as float32: what a float16 file stores, so that codes are fitted to that."""
+    return np.asarray(x, dtype=np.float32).astype(np.float16).astype(np.float32)
+
+
 def _normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
@@ -82,8 +87,7 @@ class ResidualCodec:
             if progress is not None:
                 progress(1)
         # stored as float16 (half the table, ~5 bytes a token at the default count): residuals are taken from what is stored
-        centroids = _normalize(km.centroids.astype(np.float32)).astype(np.float16).astype(np.float32)
-        codec = cls(centroids, np.zeros((dim, 0), np.float32), np.zeros((dim, 0), np.float32), nbits, scaled)
+        codec = cls(_half(_normalize(km.centroids.astype(np.float32))), np.zeros((dim, 0), np.float32), np.zeros((dim, 0), np.float32), nbits, scaled)
         if quantizer == "product" and len(sample) >= _MIN_PQ_SAMPLE:
             codec.fit_codebooks(sample, seed=seed)
         else:
@@ -101,7 +105,7 @@ class ResidualCodec:
         pq.train(np.ascontiguousarray(residuals, dtype=np.float32))
         # stored as float16 (half the file; their error is far below the quantizer's): encode with what is stored
         codebooks = faiss.vector_to_array(pq.centroids).reshape(self.n_bytes, _CODEWORDS, 8 // self.nbits)
-        self.codebooks = codebooks.astype(np.float16).astype(np.float32)
+        self.codebooks = _half(codebooks)
         self._table, self._torch_tables, self._pq = None, {}, None
 
     def _sample_residuals(self, sample: np.ndarray) -> np.ndarray:
@@ -116,9 +120,8 @@ class ResidualCodec:
     def arrays(self) -> dict[str, np.ndarray]:
         """What a codec file stores (`from_arrays` reads it back)."""
         code = {"cutoffs": self.cutoffs, "weights": self.weights} if self.codebooks is None else {"codebooks": self.codebooks.astype(np.float16)}
-        half = self.centroids.astype(np.float16)  # float16 when lossless (trained here); codecs written before: float32
-        centroids = half if np.array_equal(half.astype(np.float32), self.centroids) else self.centroids
-        return {"centroids": centroids, **code}
+        lossless = np.array_equal(_half(self.centroids), self.centroids)  # trained here; codecs written before: float32
+        return {"centroids": self.centroids.astype(np.float16) if lossless else self.centroids, **code}
 
     def metadata(self) -> dict[str, str]:
         return {"nbits": str(self.nbits), "residual_scale": "1" if self.scaled else "0", "residual_quantizer": self.quantizer}

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from .errors import IndexCorruptError, IndexStateError
-from .storage import FileRecord, load_arrays, load_faiss, save_arrays, save_faiss
+from .errors import IndexStateError
+from .ivf_entries import IVF_SEGMENT_SUFFIX, load_ivf_entries, save_ivf_entries
+from .storage import FileRecord, load_faiss, save_faiss
 from .vectors import VectorStore
 
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["DenseConfig", "DenseIndex", "topk"]
-_IVF_SEGMENT = ".ivf.safetensors"  # an IVF-PQ segment file: its inverted-list entries only (`save_segment`)
 _GPU_MAX_K = 2048  # faiss GPU search: k and nprobe limits
 
 
@@ -376,7 +376,7 @@ class DenseIndex:
     @property
     def segment_suffix(self) -> str:
         """IVF-PQ segments hold only their inverted-list entries (`save_segment`); the others a FAISS index."""
-        return _IVF_SEGMENT if self.effective_type == "ivfpq" else ".faiss"
+        return IVF_SEGMENT_SUFFIX if self.effective_type == "ivfpq" else ".faiss"
 
     @property
     def persists_rows(self) -> bool:
@@ -428,37 +428,15 @@ class DenseIndex:
 
     def save_segment(self, path: Path) -> FileRecord:
         """This segment's rows (tombstoned rows are dropped by merges, not here): a FAISS index, or for IVF-PQ
-        only its inverted-list entries (list, PQ code, id): the coarse quantizer and codebooks are the
-        template's, written once, not copied into every segment."""
-        if not str(path).endswith(_IVF_SEGMENT):
-            return save_faiss(path, self.index)
-        import faiss
-        from faiss.contrib.inspect_tools import get_invlist
-
-        ivf = faiss.extract_index_ivf(self.index)
-        id_map = faiss.vector_to_array(self.index.id_map).astype(np.int64)
-        parts = [(list_no, *get_invlist(ivf.invlists, list_no)) for list_no in range(ivf.nlist) if ivf.invlists.list_size(list_no)]
-        lists = np.concatenate([np.full(len(ids), n, np.int32) for n, ids, _ in parts]) if parts else np.zeros(0, np.int32)
-        inner = np.concatenate([ids for _, ids, _ in parts]) if parts else np.zeros(0, np.int64)
-        codes = np.concatenate([c for _, _, c in parts]) if parts else np.zeros((0, ivf.code_size), np.uint8)
-        return save_arrays(path, {"ids": id_map[inner], "lists": lists, "codes": codes}, metadata={"format": "ivf-entries"})
+        only its inverted-list entries (`ivf_entries`: the quantizer and codebooks are the template's)."""
+        if str(path).endswith(IVF_SEGMENT_SUFFIX):
+            return save_ivf_entries(self.index, path)
+        return save_faiss(path, self.index)
 
     def load_segment(self, path: Path) -> None:
-        """Read a segment `save_segment` wrote (IVF-PQ entries go into a copy of the trained template)."""
-        if str(path).endswith(_IVF_SEGMENT):
-            import faiss
-
-            a = load_arrays(path, ["ids", "lists", "codes"])
-            ivf = faiss.extract_index_ivf(self.index)  # empty_like: the trained template, no rows
-            if self.index.ntotal or a["codes"].ndim != 2 or a["codes"].shape[1] != ivf.code_size or not len(a["ids"]) == len(a["lists"]) == len(a["codes"]) \
-                    or (len(a["lists"]) and not 0 <= int(a["lists"].min()) <= int(a["lists"].max()) < ivf.nlist):  # fmt: skip
-                raise IndexCorruptError(f"index file {Path(path).name!r} does not match the index's IVF-PQ quantizer")
-            width = ivf.coarse_code_size()  # a standalone IVF code: the list number (little-endian) then the PQ code
-            listno = a["lists"].astype("<u8").view(np.uint8).reshape(-1, 8)[:, :width]
-            ivf.add_sa_codes(np.ascontiguousarray(np.hstack([listno, a["codes"]])), np.arange(len(a["ids"]), dtype=np.int64))
-            faiss.copy_array_to_vector(np.ascontiguousarray(a["ids"], dtype=np.int64), self.index.id_map)
-            self.index.ntotal = ivf.ntotal
-            self.index.construct_rev_map()
+        """Read a segment `save_segment` wrote (IVF-PQ entries go into this empty copy of the template)."""
+        if str(path).endswith(IVF_SEGMENT_SUFFIX):
+            load_ivf_entries(self.index, path)
         else:
             self.index = load_faiss(path, binary=self.config.quantization == "binary")
         self._tombstones = set()

@@ -17,6 +17,7 @@ segments beyond the cap (each searched in turn).
 from __future__ import annotations
 
 import math
+from itertools import accumulate
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -64,7 +65,7 @@ class TieredMergePolicy:
                 break
             group = sorted(tiers[full[0]], key=lambda i: (pool[i], i))[: self.segments_per_tier]
             if self.max_rows is not None:
-                fits = [i for n, i in enumerate(group) if sum(pool[j] for j in group[: n + 1]) <= self.max_rows]
+                fits = [i for i, total in zip(group, accumulate(pool[i] for i in group)) if total <= self.max_rows]
                 if len(fits) < 2:  # the smallest of the tier fits with no other: the largest of it is final
                     del pool[max(tiers[full[0]], key=lambda i: (pool[i], i))]
                     continue
